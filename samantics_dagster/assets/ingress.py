@@ -1,0 +1,43 @@
+"""``ingress_frames``: the catalog of one category's frames across every grabby source."""
+
+from __future__ import annotations
+
+import pandas as pd
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
+
+from samantics_dagster.core.catalog import frames_to_table, scan_category
+from samantics_dagster.partitions import category_partitions
+from samantics_dagster.resources.dataset import DatasetResource
+
+
+def largest_videos(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    parsed = table[table["parse_error"].isna()]
+    grouped = parsed.groupby(["source", "video_id"], as_index=False).agg(frames=("rel_path", "size"), bytes=("bytes", "sum"))
+    return grouped.sort_values(["frames", "bytes"], ascending=False).head(n)
+
+
+@asset(
+    partitions_def=category_partitions,
+    io_manager_key="table_io_manager",
+    group_name="ingest",
+    kinds={"python", "parquet"},
+    description="One row per frame file under {GRABBY_WORKDIR}/{source}/{category}/ (stat only, never written).",
+)
+def ingress_frames(context: AssetExecutionContext, dataset: DatasetResource) -> Output[pd.DataFrame]:
+    category = context.partition_key
+    table = frames_to_table(scan_category(dataset.workdir_path, category))
+    unparsed = table[table["parse_error"].notna()]
+    for row in unparsed.head(20).itertuples():
+        context.log.warning(f"{row.rel_path}: {row.parse_error}")
+    context.log.info(f"{category}: {len(table)} frames, {len(unparsed)} unparsed")
+    return Output(
+        table,
+        metadata={
+            "frames": len(table),
+            "sources": int(table["source"].nunique()),
+            "videos": int(table.dropna(subset=["video_id"]).groupby(["source", "video_id"]).ngroups),
+            "unparsed": len(unparsed),
+            "bytes": int(table["bytes"].sum()),
+            "largest_videos": MetadataValue.md(largest_videos(table).to_markdown(index=False)),
+        },
+    )

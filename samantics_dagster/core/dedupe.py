@@ -1,0 +1,292 @@
+"""Dedupe one category's frames against the whole dataset: exact bytes, global dhash, ORB per video.
+
+Order of tests, cheapest first: identical bytes (a digest, no decode) -> dhash at 1/8-scale decode
+against every *accepted* hash in the dataset (the store) and in this run -> ORB + geometry against a
+window of the same video's recently accepted frames. Candidates are compared with accepted frames
+only, never rejected ones, so near-duplicate chains (A~B~C) can't merge distinct scenes.
+
+Resumable: a frame whose (bytes, mtime_ns) and the settings fingerprint match the previous table keeps
+its row and is not read again; a changed setting redoes the partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from samantics_dagster.core.hamming import HammingIndex, pairs_within
+from samantics_dagster.core.imaging import FrameDecodeError, frame_dhash, grey_for_matching
+from samantics_dagster.core.orb import OrbFeatures, OrbSettings, compare, orb_features
+from samantics_dagster.core.store import ImageStore
+
+DEDUPE_COLUMNS = [
+    "rel_path", "source", "video_id", "timestamp_ms", "bytes", "mtime_ns", "content_hash",
+    "status", "reason", "dup_of", "detail", "dhash", "width", "height", "dhash_threshold", "settings",
+]
+ACCEPTED, REJECTED = "accepted", "rejected"
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class DedupeSettings:
+    dhash_threshold: int = 6
+    use_orb: bool = True
+    orb_window: int = 5
+    orb: OrbSettings = field(default_factory=OrbSettings)
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha1(blob).hexdigest()[:12]
+
+
+@dataclass
+class _Frame:
+    """One frame's working state during a run."""
+    row: dict
+    path: Path | None
+    digest: str | None = None
+    dhash: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class DedupeResult:
+    table: pd.DataFrame
+    processed: int          # frames read and decided in this run
+    reused: int             # rows kept from the previous table
+    copied: int             # files written to the store
+    seconds: float
+
+
+def _hex(code: int) -> str:
+    return f"{code:016x}"
+
+
+def _read_and_hash(frame: _Frame) -> _Frame:
+    try:
+        data = frame.path.read_bytes()
+    except OSError as exc:
+        frame.error = f"cannot read frame ({exc.strerror}); check the file's permissions"
+        return frame
+    frame.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    try:
+        h = frame_dhash(data)
+    except FrameDecodeError as exc:
+        frame.error = str(exc)
+        return frame
+    frame.dhash = h.dhash
+    frame.row.update(dhash=_hex(h.dhash), width=h.width, height=h.height)
+    return frame
+
+
+class _VideoWindows:
+    """The last few accepted frames of each video, with ORB features computed on first use."""
+
+    def __init__(self, settings: DedupeSettings, store: ImageStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.windows: dict[tuple, deque] = defaultdict(lambda: deque(maxlen=settings.orb_window))
+        self.detector = cv2.ORB_create(nfeatures=settings.orb.n_features)
+        self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+
+    def features(self, path: Path) -> OrbFeatures:
+        grey = grey_for_matching(path.read_bytes(), self.settings.orb.max_side)
+        return orb_features(grey, self.settings.orb, self.detector)
+
+    def push(self, video: tuple, rel_path: str, path: Path, feats: OrbFeatures | None = None) -> None:
+        self.windows[video].append([rel_path, path, feats])
+
+    def match(self, video: tuple, feats: OrbFeatures) -> tuple[str, str] | None:
+        """The most recent window frame this one duplicates, as (rel_path, why)."""
+        for slot in reversed(self.windows[video]):
+            if slot[2] is None:
+                try:
+                    slot[2] = self.features(slot[1])
+                except (OSError, FrameDecodeError):
+                    continue
+            verdict = compare(slot[2], feats, self.settings.orb, self.matcher)
+            if verdict.duplicate:
+                return slot[0], verdict.why
+        return None
+
+
+def _order_key(row: dict) -> tuple:
+    ts = row["timestamp_ms"]
+    return (row["source"], row["video_id"] or "", -1 if ts is None or pd.isna(ts) else int(ts), row["rel_path"])
+
+
+def _previous_rows(previous: pd.DataFrame | None, fingerprint: str) -> dict[str, dict]:
+    if previous is None or previous.empty or "settings" not in previous.columns:
+        return {}
+    same = previous[previous["settings"] == fingerprint]
+    return {r["rel_path"]: r for r in same.to_dict("records")}
+
+
+def dedupe_partition(
+    frames: pd.DataFrame,
+    workdir: Path,
+    store: ImageStore,
+    settings: DedupeSettings,
+    *,
+    previous: pd.DataFrame | None = None,
+    dry_run: bool = False,
+    progress: ProgressFn | None = None,
+    workers: int | None = None,
+) -> DedupeResult:
+    """Decide every frame of one category; copy accepted ones into the store unless ``dry_run``.
+
+    ``frames`` is the ingress table of the partition. The caller holds the dedupe lock: the store is
+    both read (as the index) and written here.
+    """
+    start = time.perf_counter()
+    fingerprint = settings.fingerprint()
+    prev = _previous_rows(previous, fingerprint)
+    kept: list[dict] = []
+    todo: list[_Frame] = []
+    reused = 0
+    records = frames.to_dict("records")
+    present = {rec["rel_path"] for rec in records}
+    if previous is not None:
+        # Frames that left the workdir stay in the dataset: grabby may clear folders it has delivered.
+        for old in previous.to_dict("records"):
+            if old["rel_path"] not in present:
+                kept.append({k: old.get(k) for k in DEDUPE_COLUMNS})
+                reused += 1
+    for rec in records:
+        base = {
+            "rel_path": rec["rel_path"], "source": rec["source"], "video_id": rec["video_id"],
+            "timestamp_ms": rec["timestamp_ms"], "bytes": rec["bytes"], "mtime_ns": rec["mtime_ns"],
+            "content_hash": None, "status": None, "reason": None, "dup_of": None, "detail": None,
+            "dhash": None, "width": None, "height": None, "dhash_threshold": settings.dhash_threshold,
+            "settings": fingerprint,
+        }
+        old = prev.get(rec["rel_path"])
+        if old is not None and old["bytes"] == rec["bytes"] and old["mtime_ns"] == rec["mtime_ns"]:
+            kept.append({k: old.get(k) for k in DEDUPE_COLUMNS})
+            reused += 1
+            continue
+        if isinstance(rec["parse_error"], str):
+            base.update(status=REJECTED, reason="unparsed", detail=rec["parse_error"])
+            kept.append(base)
+            continue
+        todo.append(_Frame(base, Path(workdir) / rec["rel_path"]))
+    todo.sort(key=lambda f: _order_key(f.row))
+
+    # Frames of this partition that held a store entry but are decided again now must not match
+    # their own stored copy; their entries are released and re-claimed if they are accepted again.
+    redo = {f.row["rel_path"] for f in todo}
+    released = {r["dhash"] for r in (previous.to_dict("records") if previous is not None else [])
+                if r.get("status") == ACCEPTED and isinstance(r.get("dhash"), str) and r["rel_path"] in redo}
+
+    # Phase 1 (parallel: Pillow's decoder releases the GIL): read, digest, dhash.
+    total = len(todo)
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for _ in pool.map(_read_and_hash, todo):
+            done += 1
+            if progress and (done % 200 == 0 or done == total):
+                progress(done, total)
+
+    # Phase 2: every new hash against the dataset's accepted hashes in one batched search, and all
+    # near pairs among the new frames themselves.
+    store_hashes = [h for h in store.hashes() if h not in released]
+    index = HammingIndex(np.array([int(h, 16) for h in store_hashes], dtype=np.uint64))
+    hashed = [f for f in todo if f.dhash is not None]
+    codes = np.array([f.dhash for f in hashed], dtype=np.uint64)
+    store_pos, store_dist = index.nearest_within(codes, settings.dhash_threshold)
+    near_store = {id(f): (store_hashes[p], d) for f, p, d in zip(hashed, store_pos, store_dist) if p >= 0}
+    position = {id(f): i for i, f in enumerate(hashed)}
+    neighbours: dict[int, list[int]] = defaultdict(list)
+    for i, j in pairs_within(codes, settings.dhash_threshold):
+        neighbours[int(i)].append(int(j))
+        neighbours[int(j)].append(int(i))
+
+    # Phase 3 (sequential, in video/timestamp order): decide, and store what is accepted.
+    windows = _VideoWindows(settings, store)
+    kept_accepted = sorted((r for r in kept if r["status"] == ACCEPTED), key=_order_key)
+    seen_digest: dict[str, str] = {r["content_hash"]: r["rel_path"] for r in kept if isinstance(r.get("content_hash"), str)}
+    accepted_new: dict[int, bool] = {}
+    copied = 0
+    ki = 0
+    for n, frame in enumerate(todo):
+        row = frame.row
+        video = (row["source"], row["video_id"])
+        while ki < len(kept_accepted) and _order_key(kept_accepted[ki]) < _order_key(row):
+            k = kept_accepted[ki]
+            windows.push((k["source"], k["video_id"]), k["rel_path"], store.path_for(k["dhash"]))
+            ki += 1
+        row["content_hash"] = frame.digest
+        if frame.error is not None:
+            row.update(status=REJECTED, reason="decode_error", detail=frame.error)
+            continue
+        if frame.digest in seen_digest:
+            row.update(status=REJECTED, reason="exact", dup_of=seen_digest[frame.digest], detail="identical bytes")
+            continue
+        seen_digest[frame.digest] = row["rel_path"]
+        if id(frame) in near_store:
+            h, d = near_store[id(frame)]
+            row.update(status=REJECTED, reason="dhash", dup_of=h, detail=f"hamming {d} to a stored frame")
+            continue
+        me = position[id(frame)]
+        close = [(int(np.bitwise_count(np.uint64(frame.dhash) ^ np.uint64(hashed[j].dhash))), j)
+                 for j in neighbours.get(me, ()) if accepted_new.get(j)]
+        if close:
+            d, j = min(close)
+            row.update(status=REJECTED, reason="dhash", dup_of=hashed[j].row["dhash"], detail=f"hamming {d}")
+            continue
+        feats = None
+        if settings.use_orb:
+            try:
+                feats = windows.features(frame.path)
+            except (OSError, FrameDecodeError) as exc:
+                row.update(status=REJECTED, reason="decode_error", detail=str(exc))
+                continue
+            hit = windows.match(video, feats)
+            if hit is not None:
+                row.update(status=REJECTED, reason="orb", dup_of=hit[0], detail=hit[1])
+                continue
+        row.update(status=ACCEPTED, reason=None)
+        accepted_new[me] = True
+        windows.push(video, row["rel_path"], frame.path, feats)
+        if not dry_run:
+            copied += store.put_file(frame.path, row["dhash"])
+        if progress and (n + 1) % 200 == 0:
+            progress(n + 1, total)
+
+    if not dry_run:
+        for rec in kept:  # self-heal: an accepted frame whose stored copy went missing is copied again
+            if rec["status"] == ACCEPTED and not store.has(rec["dhash"]):
+                src = Path(workdir) / rec["rel_path"]
+                if src.is_file():
+                    copied += store.put_file(src, rec["dhash"])
+        now_accepted = {r["dhash"] for r in (f.row for f in todo) if r["status"] == ACCEPTED}
+        for h in released - now_accepted:  # our own entries that no frame claims any more
+            store.remove(h)
+
+    rows = kept + [f.row for f in todo]
+    table = to_table(rows)
+    return DedupeResult(table, processed=len(todo), reused=reused, copied=copied,
+                        seconds=time.perf_counter() - start)
+
+
+def to_table(rows: Iterable[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(list(rows), columns=DEDUPE_COLUMNS)
+    for col in ("rel_path", "source", "video_id", "content_hash", "status", "reason", "dup_of", "detail", "dhash", "settings"):
+        df[col] = df[col].astype("string")
+    for col in ("timestamp_ms", "width", "height", "dhash_threshold"):
+        df[col] = pd.array(df[col], dtype="Int64")
+    for col in ("bytes", "mtime_ns"):
+        df[col] = df[col].astype("int64")
+    return df.sort_values("rel_path", ignore_index=True)

@@ -1,0 +1,80 @@
+"""The content-addressable image store ``{DATASET_DIR}/images/{dhash}.jpg``.
+
+The store doubles as the global dedupe index: the names of its files *are* the accepted hashes, so
+there is no second record to fall out of step with it. Writes are link-based (write a temp file, then
+``os.link`` it to the final name), which is atomic and refuses to replace an existing file: a stored
+frame is never overwritten, even by a racing process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+
+_NAME = re.compile(r"^[0-9a-f]{16}\.jpg$")
+
+
+class ImageStore:
+    def __init__(self, dataset_dir: Path) -> None:
+        self.dataset_dir = Path(dataset_dir)
+        self.root = self.dataset_dir / "images"
+
+    def path_for(self, dhash_hex: str) -> Path:
+        return self.root / f"{dhash_hex}.jpg"
+
+    def has(self, dhash_hex: str) -> bool:
+        return self.path_for(dhash_hex).is_file()
+
+    def put_file(self, source: Path | bytes, dhash_hex: str) -> bool:
+        """Copy a frame byte-for-byte into the store; False if that name was already there."""
+        final = self.path_for(dhash_hex)
+        if final.exists():
+            return False
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".jpg")
+        os.close(fd)
+        try:
+            shutil.copyfile(source, tmp)
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                return False
+        finally:
+            os.unlink(tmp)
+        return True
+
+    def remove(self, dhash_hex: str) -> None:
+        self.path_for(dhash_hex).unlink(missing_ok=True)
+
+    def hashes(self) -> list[str]:
+        """Every accepted hash (the file names), in no particular order."""
+        if not self.root.is_dir():
+            return []
+        with os.scandir(self.root) as entries:
+            return [e.name[:16] for e in entries if _NAME.match(e.name)]
+
+    def codes(self) -> np.ndarray:
+        names = self.hashes()
+        return np.array([int(h, 16) for h in names], dtype=np.uint64)
+
+    def total_bytes(self) -> int:
+        if not self.root.is_dir():
+            return 0
+        with os.scandir(self.root) as entries:
+            return sum(e.stat().st_size for e in entries if _NAME.match(e.name))
+
+    @contextmanager
+    def dedupe_lock(self, timeout_s: float = -1) -> Iterator[None]:
+        """Serialise global dedupe across processes (the Dagster pool does it across runs of one instance)."""
+        lock_dir = self.dataset_dir / ".locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock_dir / "dedupe.lock"), timeout=timeout_s):
+            yield
