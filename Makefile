@@ -21,5 +21,6 @@ test: venv
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra
 
 bench: venv
+	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_dedupe.py
 	$(BIN)/python benchmarks/bench_hamming.py

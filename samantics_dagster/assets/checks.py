@@ -1,6 +1,5 @@
 """Asset checks: the invariants a person would otherwise query ``pipeline.db`` for."""
 
-from __future__ import annotations
 
 import numpy as np
 import pandas as pd

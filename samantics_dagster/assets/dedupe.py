@@ -1,6 +1,5 @@
 """``deduped_images``: exact + global dhash + per-video ORB dedupe into the image store."""
 
-from __future__ import annotations
 
 import time
 

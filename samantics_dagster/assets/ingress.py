@@ -1,6 +1,5 @@
 """``ingress_frames``: the catalog of one category's frames across every grabby source."""
 
-from __future__ import annotations
 
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, asset

@@ -1,6 +1,5 @@
 """Where the data lives: the read-only grabby workdir and the dataset directory with its image store."""
 
-from __future__ import annotations
 
 from pathlib import Path
 

@@ -1,6 +1,5 @@
 """The IO manager behind every partitioned asset: one parquet table per asset and category."""
 
-from __future__ import annotations
 
 import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext

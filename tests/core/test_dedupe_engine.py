@@ -1,0 +1,174 @@
+"""The dedupe engine on real JPEG files in a temp workdir (no Dagster)."""
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from samantics_dagster.core.catalog import frames_to_table, scan_category
+from samantics_dagster.core.dedupe import DedupeSettings, dedupe_partition
+from samantics_dagster.core.store import ImageStore
+from tests.images import jpeg_bytes, photo, shifted
+
+W, H = 640, 360
+
+
+def _write(workdir: Path, rel: str, img: Image.Image | bytes, quality: int = 90) -> Path:
+    path = workdir / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(img if isinstance(img, bytes) else jpeg_bytes(img, quality))
+    return path
+
+
+def _run(workdir, dataset, category, settings=DedupeSettings(), previous=None, dry_run=False):
+    frames = frames_to_table(scan_category(workdir, category))
+    return dedupe_partition(frames, workdir, ImageStore(dataset), settings, previous=previous, dry_run=dry_run)
+
+
+def _status(table: pd.DataFrame) -> dict[str, tuple[str, str | None]]:
+    return {r.rel_path.split("/")[-1]: (r.status, None if pd.isna(r.reason) else r.reason) for r in table.itertuples()}
+
+
+def _pan(x: int, name: str = "astronaut") -> Image.Image:
+    return photo(name, (1600, 900)).crop((x, 200, x + W, 200 + H))
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    return tmp_path / "grabby", tmp_path / "dataset"
+
+
+def test_jitter_in_a_video_keeps_one_frame_and_a_pan_keeps_both(dirs):
+    workdir, dataset = dirs
+    base = _pan(300)
+    _write(workdir, "yt/gym/v1_1000.jpg", base, 92)
+    _write(workdir, "yt/gym/v1_1200.jpg", shifted(base, 3, 1), 80)
+    _write(workdir, "yt/gym/v1_1400.jpg", Image.eval(shifted(base, -2), lambda v: min(255, int(v * 1.03))), 85)
+    _write(workdir, "yt/gym/v1_5000.jpg", _pan(520), 90)  # the camera panned on: a new view
+    result = _run(workdir, dataset, "gym")
+    status = _status(result.table)
+    assert status["v1_1000.jpg"] == ("accepted", None)
+    assert status["v1_5000.jpg"] == ("accepted", None)
+    assert status["v1_1200.jpg"][0] == "rejected" and status["v1_1200.jpg"][1] in ("dhash", "orb")
+    assert status["v1_1400.jpg"][0] == "rejected"
+    stored = sorted(p.name for p in (dataset / "images").iterdir())
+    accepted = result.table[result.table.status == "accepted"]
+    assert stored == sorted(f"{h}.jpg" for h in accepted.dhash)
+    for row in accepted.itertuples():  # byte-for-byte copies
+        assert (dataset / "images" / f"{row.dhash}.jpg").read_bytes() == (workdir / row.rel_path).read_bytes()
+
+
+def test_exact_duplicates_are_caught_before_hashing(dirs):
+    workdir, dataset = dirs
+    data = jpeg_bytes(photo("coffee", (W, H)))
+    _write(workdir, "yt/kitchen/a_1.jpg", data)
+    _write(workdir, "vimeo/kitchen/b_1.jpg", data)
+    table = _run(workdir, dataset, "kitchen").table
+    row = table[table.rel_path == "yt/kitchen/a_1.jpg"].iloc[0]
+    assert row.status == "rejected" and row.reason == "exact" and row.dup_of == "vimeo/kitchen/b_1.jpg"
+
+
+def test_dedupe_is_global_across_categories(dirs):
+    workdir, dataset = dirs
+    scene = photo("chelsea", (W, H))
+    _write(workdir, "yt/cats/v_100.jpg", scene)
+    _write(workdir, "vimeo/pets/w_100.jpg", shifted(scene, 2), 80)
+    _write(workdir, "vimeo/pets/w_9000.jpg", photo("rocket", (W, H)))
+    first = _run(workdir, dataset, "cats").table
+    second = _run(workdir, dataset, "pets").table
+    stored_hash = first.iloc[0].dhash
+    row = second[second.rel_path == "vimeo/pets/w_100.jpg"].iloc[0]
+    assert (row.status, row.reason, row.dup_of) == ("rejected", "dhash", stored_hash)
+    assert second[second.rel_path == "vimeo/pets/w_9000.jpg"].iloc[0].status == "accepted"
+
+
+def test_rerun_with_nothing_new_is_idempotent_and_reads_nothing(dirs):
+    workdir, dataset = dirs
+    for i, name in enumerate(["astronaut", "coffee", "rocket"]):
+        _write(workdir, f"yt/mix/v{i}_0.jpg", photo(name, (W, H)))
+    first = _run(workdir, dataset, "mix")
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (dataset / "images").iterdir()}
+    second = _run(workdir, dataset, "mix", previous=first.table)
+    assert second.processed == 0 and second.copied == 0 and second.reused == 3
+    pd.testing.assert_frame_equal(first.table, second.table)
+    assert {p.name: p.stat().st_mtime_ns for p in (dataset / "images").iterdir()} == mtimes
+
+
+def test_only_new_or_changed_frames_are_decided_again(dirs):
+    workdir, dataset = dirs
+    _write(workdir, "yt/mix/a_0.jpg", photo("astronaut", (W, H)))
+    _write(workdir, "yt/mix/b_0.jpg", photo("coffee", (W, H)))
+    first = _run(workdir, dataset, "mix")
+    _write(workdir, "yt/mix/c_0.jpg", photo("rocket", (W, H)))
+    p = workdir / "yt/mix/b_0.jpg"
+    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    second = _run(workdir, dataset, "mix", previous=first.table)
+    assert second.processed == 2 and second.reused == 1
+    # b was decided again: it must not be judged a duplicate of its own stored copy
+    assert set(second.table.status) == {"accepted"}
+
+
+def test_changed_settings_redo_the_partition_without_self_matches(dirs):
+    workdir, dataset = dirs
+    for i, name in enumerate(["astronaut", "coffee"]):
+        _write(workdir, f"yt/mix/v{i}_0.jpg", photo(name, (W, H)))
+    first = _run(workdir, dataset, "mix")
+    second = _run(workdir, dataset, "mix", settings=DedupeSettings(dhash_threshold=4), previous=first.table)
+    assert second.processed == 2
+    assert list(second.table.status) == ["accepted", "accepted"]
+    assert len(list((dataset / "images").iterdir())) == 2
+
+
+def test_dry_run_writes_nothing_to_the_store(dirs):
+    workdir, dataset = dirs
+    _write(workdir, "yt/mix/a_0.jpg", photo("astronaut", (W, H)))
+    result = _run(workdir, dataset, "mix", dry_run=True)
+    assert result.copied == 0 and (result.table.status == "accepted").all()
+    assert not (dataset / "images").exists() or not list((dataset / "images").iterdir())
+
+
+def test_frames_that_left_the_workdir_stay_in_the_dataset(dirs):
+    workdir, dataset = dirs
+    _write(workdir, "yt/mix/a_0.jpg", photo("astronaut", (W, H)))
+    _write(workdir, "yt/mix/b_0.jpg", photo("coffee", (W, H)))
+    first = _run(workdir, dataset, "mix")
+    (workdir / "yt/mix/a_0.jpg").unlink()
+    second = _run(workdir, dataset, "mix", previous=first.table)
+    assert set(second.table.rel_path) == {"yt/mix/a_0.jpg", "yt/mix/b_0.jpg"}
+    assert len(list((dataset / "images").iterdir())) == 2
+
+
+def test_missing_store_file_is_copied_again(dirs):
+    workdir, dataset = dirs
+    _write(workdir, "yt/mix/a_0.jpg", photo("astronaut", (W, H)))
+    first = _run(workdir, dataset, "mix")
+    stored = dataset / "images" / f"{first.table.iloc[0].dhash}.jpg"
+    stored.unlink()
+    second = _run(workdir, dataset, "mix", previous=first.table)
+    assert second.copied == 1 and stored.is_file()
+
+
+def test_bad_inputs_become_rows_and_the_partition_completes(dirs):
+    workdir, dataset = dirs
+    good = photo("camera", (W, H))
+    _write(workdir, "yt/bad/ok_1.jpg", good)
+    _write(workdir, "yt/bad/zero_1.jpg", b"")
+    _write(workdir, "yt/bad/trunc_1.jpg", jpeg_bytes(photo("coffee", (W, H)))[:5000])
+    import io
+    buf = io.BytesIO()
+    good.save(buf, "PNG")
+    _write(workdir, "yt/bad/png_1.jpg", buf.getvalue())
+    _write(workdir, "yt/bad/text_1.jpg", b"404 not found\n")
+    _write(workdir, "yt/bad/my video_1.jpg", photo("rocket", (W, H)))
+    (workdir / "yt/bad").joinpath(os.fsdecode(b"vid\xff_1.jpg")).write_bytes(jpeg_bytes(photo("moon", (W, H))))
+    table = _run(workdir, dataset, "bad").table
+    status = _status(table)
+    assert status["ok_1.jpg"] == ("accepted", None)
+    for name in ("zero_1.jpg", "trunc_1.jpg", "png_1.jpg", "text_1.jpg"):
+        assert status[name] == ("rejected", "decode_error"), name
+    assert status["my video_1.jpg"] == ("rejected", "unparsed")
+    assert status["vid\\xff_1.jpg"] == ("rejected", "unparsed")
+    assert table.detail.notna()[table.status == "rejected"].all()
+    table.to_parquet(dataset / "check.parquet")  # odd names survive Arrow
