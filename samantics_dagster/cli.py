@@ -82,7 +82,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     print(f"serving the Dagster UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
     dagster = Path(sys.executable).parent / "dagster"
-    os.chdir(REPO_ROOT)
+    os.chdir(root)  # not the repo root: its dagster.yaml would shadow $DAGSTER_HOME's with a warning
     os.execv(str(dagster), [str(dagster), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port)])
     return 0  # not reached
 
