@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import os
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,28 +44,36 @@ def make_720p_jpegs(n: int, seed: int = 0) -> list[bytes]:
     out = []
     for i in range(n):
         base = Image.fromarray(photos[i % len(photos)]).resize((1280, 720), Image.BICUBIC)
-        arr = np.asarray(base).astype(np.int16) + rng.integers(-6, 7, size=(720, 1280, 3))
+        # sensor noise as a decoded video frame has it; 120-180 KB per frame, like grabby's 720p output
+        arr = np.asarray(base).astype(np.float32) + rng.normal(0, 2.0, size=(720, 1280, 3))
         buf = io.BytesIO()
-        Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=int(rng.integers(75, 95)))
+        Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=int(rng.integers(80, 93)))
         out.append(buf.getvalue())
     return out
 
 
-def bench_dhash(n: int) -> list[tuple]:
+def bench_dhash(n: int) -> tuple[list[tuple], float, float]:
+    """Per-frame cost on one thread, and the rate as the pipeline runs it (a thread per core)."""
     files = make_720p_jpegs(n)
-    rows = []
+    ours = lambda d: frame_dhash(d).dhash  # noqa: E731
     timings = {}
     for name, fn in (("imagehash.dhash, full decode (baseline)", dhash_full_decode),
-                     ("samantics frame_dhash, draft decode", lambda d: frame_dhash(d).dhash)):
+                     ("samantics frame_dhash, reduced decode, 1 thread", ours)):
         fn(files[0])
         t0 = time.perf_counter()
         for d in files:
             fn(d)
         timings[name] = time.perf_counter() - t0
+    workers = os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # what dedupe_partition does
+        list(pool.map(ours, files[:workers]))
+        t0 = time.perf_counter()
+        list(pool.map(ours, files))
+        timings[f"samantics frame_dhash, pipeline ({workers} threads)"] = time.perf_counter() - t0
     base = timings["imagehash.dhash, full decode (baseline)"]
-    for name, secs in timings.items():
-        rows.append((name, n, f"{n / secs:.0f}", f"{secs / n * 1000:.2f}", f"{base / secs:.1f}x"))
-    return rows, base / timings["samantics frame_dhash, draft decode"]
+    rows = [(name, n, f"{n / secs:.0f}", f"{secs / n * 1000:.2f}", f"{base / secs:.1f}x") for name, secs in timings.items()]
+    single, pipeline = list(timings.values())[1:]
+    return rows, base / single, base / pipeline
 
 
 def run_samantics(workdir: Path, settings: DedupeSettings) -> tuple[list[str], float, int]:
@@ -87,14 +97,21 @@ def run_imagededup(workdir: Path, truth: SampleTruth, method: str, thresholds: l
     except ImportError:
         return [(f"imagededup {method}", t, "-", "-", "not installed (pip install imagededup)", "-") for t in thresholds]
     logging.getLogger("imagededup").setLevel(logging.ERROR)
+    # imagededup crashes on non-UTF-8 file names, so it gets the sample's good frames under plain names.
+    flat = Path(tempfile.mkdtemp(prefix="bench-peer-"))
+    names = {}
+    for i, rel in enumerate(sorted(truth.scene_of)):
+        names[f"{i:06d}.jpg"] = rel
+        shutil.copyfile(workdir / rel, flat / f"{i:06d}.jpg")
     hasher = getattr(methods, method)(verbose=False)
     t0 = time.perf_counter()
-    encodings = hasher.encode_images(image_dir=str(workdir), recursive=True)
+    encodings = hasher.encode_images(image_dir=str(flat))
     secs = time.perf_counter() - t0
+    shutil.rmtree(flat)
     rows = []
     for t in thresholds:
         removed = set(hasher.find_duplicates_to_remove(encoding_map=encodings, max_distance_threshold=t))
-        kept = [k for k in encodings if k not in removed]
+        kept = [names[k] for k in encodings if k not in removed]
         score = score_dedupe(truth, kept)
         rows.append((f"imagededup {method}", t, f"{score.scene_recall:.3f}", f"{score.removed_fraction:.3f}",
                      _verdict(score), f"{len(encodings) / secs:.0f}"))
@@ -122,9 +139,10 @@ def main() -> int:
     args = parser.parse_args()
 
     print("## dhash rate, 720p JPEGs, one thread")
-    rows, speedup = bench_dhash(40 if args.quick else args.frames)
+    rows, single, pipeline = bench_dhash(40 if args.quick else args.frames)
     print_table(("method", "frames", "frames/s", "ms/frame", "vs baseline"), rows)
-    print(f"bar: >= 5x faster than imagehash on a full decode: {'PASS' if speedup >= 5 else 'FAIL'} ({speedup:.1f}x)\n")
+    print(f"bar: dhash >= 5x imagehash on a full decode, both on one thread: {'PASS' if single >= 5 else 'FAIL'} "
+          f"({single:.1f}x; the pipeline's threaded rate is {pipeline:.1f}x)\n")
 
     root = Path(tempfile.mkdtemp(prefix="bench-sample-"))
     try:
