@@ -172,3 +172,35 @@ def test_bad_inputs_become_rows_and_the_partition_completes(dirs):
     assert status["vid\\xff_1.jpg"] == ("rejected", "unparsed")
     assert table.detail.notna()[table.status == "rejected"].all()
     table.to_parquet(dataset / "check.parquet")  # odd names survive Arrow
+
+
+def _dedupe_locked(args):
+    workdir, dataset, category = args
+    store = ImageStore(Path(dataset))
+    with store.dedupe_lock():
+        frames = frames_to_table(scan_category(Path(workdir), category))
+        return dedupe_partition(frames, Path(workdir), store, DedupeSettings(), workers=1).table
+
+
+def test_two_processes_deduping_at_once_keep_one_copy_of_a_shared_scene(dirs):
+    """The Dagster pool serialises runs of one instance; the file lock covers a second process."""
+    import multiprocessing
+
+    workdir, dataset = dirs
+    scene = photo("rocket", (W, H))
+    for i, cat in enumerate(["a", "b", "c", "d"]):
+        _write(workdir, f"yt/{cat}/v{i}_0.jpg", shifted(scene, i), 85 + i)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        tables = pool.map(_dedupe_locked, [(str(workdir), str(dataset), c) for c in "abcd"])
+    assert sum(int((t.status == "accepted").sum()) for t in tables) == 1
+    assert len(list((dataset / "images").glob("*.jpg"))) == 1
+
+
+def test_a_100_megapixel_frame_is_hashed_at_reduced_size(dirs):
+    workdir, dataset = dirs
+    big = photo("astronaut", (10000, 10000))
+    _write(workdir, "yt/huge/v_0.jpg", big, 70)
+    table = _run(workdir, dataset, "huge").table
+    row = table.iloc[0]
+    assert (row.status, row.width, row.height) == ("accepted", 10000, 10000)
