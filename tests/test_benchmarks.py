@@ -1,0 +1,17 @@
+"""The benchmark scripts run (quick sizes) so they can't rot; their figures are read by people, not asserted."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.parametrize("script", ["bench_hamming.py", "bench_dedupe.py"])
+def test_benchmark_runs_and_prints_its_table(script):
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "bar:" in proc.stdout
+    assert "---" in proc.stdout  # a table was printed
