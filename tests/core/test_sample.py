@@ -1,18 +1,24 @@
 """Tests of the sample grabby workdir builder and the dedupe score.
 
 The sample is the ground truth every dedupe measurement rests on, so these tests check the truth
-against the files themselves: what the truth says is a scene must look like one scene, what it says is
-bad must be bad, and nothing may be in the folder that the truth does not account for.
+against the files themselves: what the truth says is a scene must look like one scene (up to a camera's
+jitter), what it says are distinct scenes must not, what it says is bad must be bad, and nothing may be
+in the folder that the truth does not account for. They also check that the sample stays *hard*: the
+jitter is strong enough, and hard negatives close enough, that a plain perceptual hash at one threshold
+can't both keep every scene and drop the duplicates.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import os
 from collections import defaultdict
 from pathlib import Path
 
+import cv2
+import imagehash
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
@@ -53,14 +59,48 @@ def parse(rel: str) -> tuple[str, str, str, int]:
     return source, category, video_id, int(ts)
 
 
-def thumb(path: Path) -> np.ndarray:
-    """A zero-mean, unit-norm 16x9 grayscale thumbnail of the upright image (for correlation)."""
+#: Frames are compared as upright grey 80x45 images, over shifts of up to SEARCH pixels (24 px of a
+#: 640-wide frame: 1.5x the largest shift between two jittered frames).
+GREY_SIZE = (80, 45)
+SEARCH = 3
+
+
+def grey(path: Path) -> np.ndarray:
+    """The upright frame as a grey GREY_SIZE float32 image (draft-decoded: the details do not matter)."""
     with Image.open(path) as im:
-        a = np.asarray(
-            ImageOps.exif_transpose(im).convert("L").resize((16, 9), Image.Resampling.BOX), dtype=np.float64
+        im.draft("L", (GREY_SIZE[0] * 2, GREY_SIZE[1] * 2))
+        return np.asarray(
+            ImageOps.exif_transpose(im).convert("L").resize(GREY_SIZE, Image.Resampling.BOX), dtype=np.float32
         )
-    a = a - a.mean()
-    return a / np.linalg.norm(a)
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    rows = rows - rows.mean(axis=-1, keepdims=True)
+    return rows / (np.linalg.norm(rows, axis=-1, keepdims=True) + 1e-6)
+
+
+def windows(a: np.ndarray) -> np.ndarray:
+    """Every (2*SEARCH+1)^2 shifted window of ``a``, as zero-mean unit-norm rows."""
+    h, w = a.shape
+    views = np.lib.stride_tricks.sliding_window_view(a, (h - 2 * SEARCH, w - 2 * SEARCH))
+    return _unit(views.reshape(-1, (h - 2 * SEARCH) * (w - 2 * SEARCH)))
+
+
+def core(a: np.ndarray) -> np.ndarray:
+    """The centre of ``a`` (SEARCH pixels in from each side), zero-mean unit-norm."""
+    return _unit(a[SEARCH:-SEARCH, SEARCH:-SEARCH].ravel())
+
+
+def likeness(ref_windows: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of ``b`` with the reference at the best small shift: ~1 for the same shot."""
+    return float((ref_windows @ core(b)).max())
+
+
+def plain_dhash(path: Path) -> int:
+    """imagehash's 64-bit dhash of the upright frame: the plain hash a naive deduper would use."""
+    with Image.open(path) as im:
+        im.draft("L", (80, 45))
+        return int(str(imagehash.dhash(ImageOps.exif_transpose(im).convert("L"))), 16)
 
 
 def videos_of(truth: SampleTruth) -> dict[tuple[str, str, str], list[tuple[int, str]]]:
@@ -93,11 +133,34 @@ def overlap_of_smaller(a: tuple[int, int, int, int], b: tuple[int, int, int, int
     return max(iw, 0) * max(ih, 0) / min(a[2] * a[3], b[2] * b[3])
 
 
+def pan_step(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float | None:
+    """How far a same-size view moved along one axis (fraction of its size), or None if it is no pan/tilt."""
+    (ax, ay, aw, ah), (bx, by, bw, bh) = a, b
+    if (aw, ah) != (bw, bh):
+        return None
+    if ay == by and ax != bx:
+        return abs(ax - bx) / aw
+    if ax == bx and ay != by:
+        return abs(ay - by) / ah
+    return None
+
+
+def is_hard_negative(a: str, b: str) -> bool:
+    pa, pb = scene_photo(a), scene_photo(b)
+    return pa == pb or {pa, pb} == {"motorcycle_left", "motorcycle_right"}
+
+
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleTruth]:
     workdir = tmp_path_factory.mktemp("sample") / "grabby"
     truth = build_sample_workdir(workdir)
     return workdir, truth
+
+
+@pytest.fixture(scope="module")
+def greys(sample: tuple[Path, SampleTruth]) -> dict[str, np.ndarray]:
+    workdir, truth = sample
+    return {rel: grey(workdir / rel) for rel in truth.scene_of}
 
 
 # ------------------------------------------------------------------------------------ determinism
@@ -111,6 +174,7 @@ def test_same_seed_same_names_and_bytes(tmp_path: Path) -> None:
     assert t1 == t2
     assert f1 == f2
     assert sorted(f1) != sorted(f3)  # another seed gives other video ids and timestamps
+    assert set(t1.scenes) != set(t3.scenes)  # ... and other views
     assert len(t3.scene_of) == len(t1.scene_of)
 
 
@@ -123,16 +187,16 @@ def test_layout_and_counts(sample: tuple[Path, SampleTruth]) -> None:
     for source in SOURCES:
         assert sorted(p.name for p in (workdir / source).iterdir()) == sorted(CATEGORIES)
 
-    assert len(truth.scene_of) == 3 * 2 * 3 * 4 * 5  # categories x sources x videos x scenes x frames
-    assert len(truth.scenes) == 3 * 2 * 3 * 4 - 1  # one scene recurs in a second video
+    assert len(truth.scene_of) == 3 * 2 * 4 * 6 * 5  # categories x sources x videos x scenes x frames
+    assert len(truth.scenes) == 3 * 2 * 4 * 6 - 1  # one scene recurs in a second video
 
     vids = videos_of(truth)
     per_folder: dict[tuple[str, str], int] = defaultdict(int)
     for (source, category, _vid), frames in vids.items():
         per_folder[(source, category)] += 1
-        assert len(frames) == 4 * 5
-        assert len(scene_runs(frames)) == 4
-    assert per_folder == {(s, c): 3 for s in SOURCES for c in CATEGORIES}
+        assert len(frames) == 6 * 5
+        assert len(scene_runs(frames)) == 6
+    assert per_folder == {(s, c): 4 for s in SOURCES for c in CATEGORIES}
 
     ids = [vid for (_s, _c, vid) in vids]
     assert len(set(ids)) == len(ids)  # video ids are unique in the workdir
@@ -142,6 +206,15 @@ def test_layout_and_counts(sample: tuple[Path, SampleTruth]) -> None:
     # Lexicographic and numeric order of the names differ (timestamps below and above 10000 ms).
     stamps = [ts for frames in vids.values() for ts, _ in frames]
     assert min(stamps) < 10_000 < max(stamps)
+
+    # Views come from many photos, none more than 12 times, and every frame is the frame size.
+    per_photo = defaultdict(int)
+    for scene in truth.scenes:
+        per_photo[scene_photo(scene)] += 1
+    assert len(per_photo) >= 12 and max(per_photo.values()) <= 12
+    for rel in list(truth.scene_of)[::37]:
+        with Image.open(workdir / rel) as im:
+            assert ImageOps.exif_transpose(im).size == (640, 360)
 
 
 def test_every_file_is_accounted_for(sample: tuple[Path, SampleTruth]) -> None:
@@ -172,18 +245,19 @@ def test_timestamps_make_scenes_runs(sample: tuple[Path, SampleTruth]) -> None:
 # ------------------------------------------------------------------------ scenes: jitter, distinctness
 
 
-def test_frames_of_a_scene_are_jittered_near_duplicates(sample: tuple[Path, SampleTruth]) -> None:
+def test_frames_of_a_scene_are_jittered_near_duplicates(
+    sample: tuple[Path, SampleTruth], greys: dict[str, np.ndarray]
+) -> None:
     workdir, truth = sample
     scenes = truth.frames_by_scene()
-    thumbs = {rel: thumb(workdir / rel) for rel in truth.scene_of}
     differing_quality = 0
     for scene, rels in scenes.items():
         digests = {hashlib.md5((workdir / rel).read_bytes()).hexdigest() for rel in rels}
         assert len(digests) == len(rels), f"{scene}: frames are byte copies, not jittered"
-        first = thumbs[rels[0]]
+        ref = windows(greys[rels[0]])
         for rel in rels[1:]:
-            assert float((thumbs[rel] * first).sum()) >= 0.88, f"{rel} does not look like {scene}"
-            assert not np.array_equal(thumbs[rel], first)
+            assert likeness(ref, greys[rel]) >= 0.6, f"{rel} does not look like {scene}"
+            assert not np.array_equal(greys[rel], greys[rels[0]])
         qtables = set()
         for rel in rels:
             with Image.open(workdir / rel) as im:
@@ -192,20 +266,59 @@ def test_frames_of_a_scene_are_jittered_near_duplicates(sample: tuple[Path, Samp
     assert differing_quality >= 0.8 * len(scenes)  # JPEG quality varies within (nearly) every scene
 
 
-def test_hard_negatives_are_present_and_distinct(sample: tuple[Path, SampleTruth]) -> None:
+def _luma_table_sum(quality: int) -> int:
+    buf = io.BytesIO()
+    Image.new("L", (16, 16)).save(buf, "JPEG", quality=quality)
+    with Image.open(buf) as im:
+        return sum(im.quantization[0])
+
+
+def test_jitter_is_a_handheld_cameras(sample: tuple[Path, SampleTruth]) -> None:
+    """Frames of a scene move by up to 2 x 8 px relative to each other (not the mild 1-4 px of a tripod),
+    but not more than a camera's jitter; their JPEG quality spans 60-95."""
     workdir, truth = sample
+    size = (320, 180)  # a quarter of the frame: shifts are measured to ~1 px of the frame
+    window = cv2.createHanningWindow(size, cv2.CV_32F)
+
+    def g(rel: str) -> np.ndarray:
+        with Image.open(workdir / rel) as im:
+            im.draft("L", size)
+            return np.asarray(ImageOps.exif_transpose(im).convert("L").resize(size), dtype=np.float32)
+
+    shifts = []
+    for rels in truth.frames_by_scene().values():
+        first = g(rels[0])
+        for rel in rels[1:]:
+            (dx, dy), response = cv2.phaseCorrelate(first, g(rel), window)
+            if response > 0.1:  # a confident estimate (a few flat or starry views give none)
+                shifts.append(max(abs(dx), abs(dy)) * 640 / size[0])
+    assert len(shifts) >= 0.8 * (len(truth.scene_of) - len(truth.scenes))
+    assert np.percentile(shifts, 90) >= 9.0  # strong jitter: 2-8 px each way per frame
+    assert np.percentile(shifts, 95) <= 20.0  # but a jitter, not a pan
+
+    sums = []
+    for rel in truth.scene_of:
+        with Image.open(workdir / rel) as im:
+            sums.append(sum(im.quantization[0]))
+    assert min(sums) <= _luma_table_sum(93) and max(sums) >= _luma_table_sum(63)
+
+
+def test_hard_negatives_are_present_and_distinct(
+    sample: tuple[Path, SampleTruth], greys: dict[str, np.ndarray]
+) -> None:
+    _workdir, truth = sample
     scenes = truth.frames_by_scene()
     runs_by_video = {k: scene_runs(v) for k, v in videos_of(truth).items()}
 
-    # A pan: consecutive scenes of one photo, same size, the view moved by >= 30% of its width.
-    pans = 0
+    # Pans and tilts: consecutive scenes of one video, same photo and size, the view moved along one axis
+    # by 25-35% of its size: 65-75% overlap, the closest distinct scenes there are.
+    steps = []
     for runs in runs_by_video.values():
         for a, b in itertools.pairwise(runs):
-            if scene_photo(a) == scene_photo(b):
-                (ax, ay, aw, ah), (bx, by, bw, bh) = box_of(a), box_of(b)
-                if (aw, ah) == (bw, bh) and abs(ax - bx) >= 0.3 * aw and ay == by:
-                    pans += 1
-    assert pans >= 2
+            if scene_photo(a) == scene_photo(b) and (step := pan_step(box_of(a), box_of(b))) is not None:
+                steps.append(step)
+    assert len(steps) >= 30
+    assert sum(0.25 <= s <= 0.3 for s in steps) >= 5  # some pans are as close as the truth allows
 
     # The stereo pair: two consecutive scenes of one video.
     assert any(
@@ -214,25 +327,42 @@ def test_hard_negatives_are_present_and_distinct(sample: tuple[Path, SampleTruth
         for pair in itertools.pairwise(runs)
     )
 
-    # Every frame of a hard-negative pair looks more like its own scene than like the other one.
-    thumbs = {rel: thumb(workdir / rel) for rel in truth.scene_of}
-    same_photo = [
-        (a, b)
-        for a, b in itertools.combinations(scenes, 2)
-        if scene_photo(a) == scene_photo(b)
-        or {scene_photo(a), scene_photo(b)} == {"motorcycle_left", "motorcycle_right"}
-    ]
-    assert len(same_photo) >= 20
+    # Distinct views of one photo: a pan/tilt step of >= 25% (overlap <= 75%), or overlap <= 70% of the
+    # smaller view (a smaller view lies >= 30% outside a bigger one: never a mere zoom-in).
+    same_photo = [(a, b) for a, b in itertools.combinations(scenes, 2) if is_hard_negative(a, b)]
+    assert len(same_photo) >= 300
     for a, b in same_photo:
         if scene_photo(a) == scene_photo(b):
-            # Distinct views of one photo overlap by at most 60% of the smaller one: a pan of >= 40%, or
-            # a small view mostly outside a big one (never a mere zoom-in).
-            assert overlap_of_smaller(box_of(a), box_of(b)) <= 0.6, (a, b)
+            ba, bb = box_of(a), box_of(b)
+            step = pan_step(ba, bb)
+            if step is not None and step >= 0.25:
+                assert overlap_of_smaller(ba, bb) <= 0.75 + 1e-9, (a, b)
+            else:
+                assert overlap_of_smaller(ba, bb) <= 0.70 + 1e-9, (a, b)
+
+    # Even allowing a small shift, every frame of a hard negative looks less like the scene than the
+    # scene's own frames do.
     for a, b in same_photo:
-        ref_a = thumbs[scenes[a][0]]
-        own = min(float((thumbs[r] * ref_a).sum()) for r in scenes[a][1:])
-        other = max(float((thumbs[r] * ref_a).sum()) for r in scenes[b])
+        ref_a = windows(greys[scenes[a][0]])
+        own = min(likeness(ref_a, greys[r]) for r in scenes[a][1:])
+        other = max(likeness(ref_a, greys[r]) for r in scenes[b])
         assert other < own, f"{a} and {b} are not distinct scenes"
+
+
+def test_a_plain_hash_cannot_split_this_sample_at_one_threshold(sample: tuple[Path, SampleTruth]) -> None:
+    """The sample is hard where real scrapes are: jitter flips many dhash bits between frames of one scene,
+    and distinct scenes (of one photo or not) come within a few bits of each other."""
+    workdir, truth = sample
+    rels = sorted(truth.scene_of)
+    codes = np.array([plain_dhash(workdir / rel) for rel in rels], dtype=np.uint64)
+    dist = np.bitwise_count(codes[:, None] ^ codes[None, :])
+    scene = np.array([truth.scene_of[rel] for rel in rels])
+    upper = np.triu(np.ones(dist.shape, dtype=bool), 1)
+    same = (scene[:, None] == scene[None, :]) & upper
+    other = (scene[:, None] != scene[None, :]) & upper
+    assert (dist[same] > 6).mean() >= 0.15  # a threshold of 6 misses many duplicates
+    assert (dist[same] > 10).mean() >= 0.03  # ... and even 10 misses some
+    assert (dist[other] <= 8).sum() >= 10  # while 8 already merges distinct scenes
 
 
 def test_a_scene_recurs_in_another_category_and_source(sample: tuple[Path, SampleTruth]) -> None:
@@ -305,7 +435,9 @@ def test_non_utf8_name_is_there_unless_the_file_system_refuses(sample: tuple[Pat
     assert b"\xff" in os.fsencode(rel)
 
 
-def test_special_frames_decode_and_match_their_scene(sample: tuple[Path, SampleTruth]) -> None:
+def test_special_frames_decode_and_match_their_scene(
+    sample: tuple[Path, SampleTruth], greys: dict[str, np.ndarray]
+) -> None:
     workdir, truth = sample
     assert sorted(truth.special.values()) == ["cmyk", "exif-rotated", "grayscale"]
     assert len({parse(rel)[1] for rel in truth.special}) == 3  # one per category
@@ -323,13 +455,17 @@ def test_special_frames_decode_and_match_their_scene(sample: tuple[Path, SampleT
                 assert im.size == (360, 640)  # pixels stored turned by 90 degrees
                 assert ImageOps.exif_transpose(im).size == (640, 360)
         # Upright, the frame is its neighbours' scene (and clearly not what its raw pixels would say).
-        mate = next(r for r in scenes[truth.scene_of[rel]] if r != rel and r not in truth.special)
-        assert float((thumb(workdir / rel) * thumb(workdir / mate)).sum()) >= 0.88
+        mates = [r for r in scenes[truth.scene_of[rel]] if r != rel and r not in truth.special]
+        ref = windows(greys[mates[0]])
+        upright = likeness(ref, greys[rel])
+        assert upright >= 0.6
         if note == "exif-rotated":
             with Image.open(workdir / rel) as im:
-                raw = np.asarray(im.convert("L").rotate(90, expand=True).resize((16, 9)), dtype=np.float64)
-            raw = (raw - raw.mean()) / np.linalg.norm(raw - raw.mean())
-            assert float((raw * thumb(workdir / mate)).sum()) < 0.88
+                raw = np.asarray(
+                    im.convert("L").rotate(90, expand=True).resize(GREY_SIZE, Image.Resampling.BOX),
+                    dtype=np.float32,
+                )
+            assert likeness(ref, raw) < upright - 0.2
 
 
 # ------------------------------------------------------------------------------- json, options, errors
