@@ -22,6 +22,8 @@ class DedupeConfig(Config):
 
     dhash_threshold: int = Field(_DEFAULTS.dhash_threshold, ge=0, le=64,
                                  description="Max Hamming distance (of 64 bits) at which a frame duplicates any accepted frame in the dataset.")
+    dhash_verify_threshold: int = Field(_DEFAULTS.dhash_verify_threshold, ge=0, le=64,
+                                        description="Up to this distance a hash match is a candidate, confirmed by ORB + geometry against the matched frame (needs use_orb).")
     use_orb: bool = Field(True, description="ORB + geometry test within a video (the old --no-orb turns it off).")
     orb_window: int = Field(_DEFAULTS.orb_window, ge=1, description="How many recent accepted frames of the same video a frame is compared with.")
     orb_min_good_matches: int = Field(_ORB.min_good_matches, ge=4)
@@ -35,7 +37,8 @@ class DedupeConfig(Config):
             min_good_matches=self.orb_min_good_matches, min_inlier_ratio=self.orb_min_inlier_ratio,
             max_shift=self.orb_max_shift, max_scale_change=self.orb_max_scale_change,
         )
-        return DedupeSettings(dhash_threshold=self.dhash_threshold, use_orb=self.use_orb,
+        return DedupeSettings(dhash_threshold=self.dhash_threshold, dhash_verify_threshold=self.dhash_verify_threshold,
+                              use_orb=self.use_orb,
                               orb_window=self.orb_window, orb=orb)
 
 

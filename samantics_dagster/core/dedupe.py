@@ -37,11 +37,19 @@ DEDUPE_COLUMNS = [
 ACCEPTED, REJECTED = "accepted", "rejected"
 
 ProgressFn = Callable[[int, int], None]
+_MAX_VERIFY = 3  # dhash candidates confirmed by ORB per frame, nearest first
 
 
 @dataclass(frozen=True)
 class DedupeSettings:
-    dhash_threshold: int = 6
+    """``dhash_threshold``: at or below it a frame duplicates an accepted one, no questions asked.
+    Between it and ``dhash_verify_threshold`` a hash match is only a candidate, confirmed by the ORB +
+    geometry test against the matched frame: low-texture views (a sky gradient, a lit wall) hash
+    to nearly all-zero codes that collide across different photos, and one threshold can't both keep
+    them apart and catch a jittered repeat from another video (measured: README, benchmarks)."""
+
+    dhash_threshold: int = 4
+    dhash_verify_threshold: int = 10
     use_orb: bool = True
     orb_window: int = 5
     orb: OrbSettings = field(default_factory=OrbSettings)
@@ -100,10 +108,31 @@ class _VideoWindows:
         self.windows: dict[tuple, deque] = defaultdict(lambda: deque(maxlen=settings.orb_window))
         self.detector = cv2.ORB_create(nfeatures=settings.orb.n_features)
         self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+        self.cache: dict[str, OrbFeatures | None] = {}
 
     def features(self, path: Path) -> OrbFeatures:
         grey = grey_for_matching(path.read_bytes(), self.settings.orb.max_side)
         return orb_features(grey, self.settings.orb, self.detector)
+
+    def cached_features(self, path: Path) -> OrbFeatures | None:
+        key = str(path)
+        if key not in self.cache:
+            try:
+                self.cache[key] = self.features(path)
+            except (OSError, FrameDecodeError):
+                self.cache[key] = None
+        return self.cache[key]
+
+    def confirm(self, feats: OrbFeatures, candidates: list[tuple]) -> tuple[tuple, str] | None:
+        """The first dhash candidate (distance, dhash, path, name) that ORB + geometry confirms."""
+        for cand in candidates:
+            other = self.cached_features(cand[2])
+            if other is None:
+                continue
+            verdict = compare(other, feats, self.settings.orb, self.matcher)
+            if verdict.duplicate:
+                return cand, verdict.why
+        return None
 
     def push(self, video: tuple, rel_path: str, path: Path, feats: OrbFeatures | None = None) -> None:
         self.windows[video].append([rel_path, path, feats])
@@ -205,11 +234,15 @@ def dedupe_partition(
     index = HammingIndex(np.array([int(h, 16) for h in store_hashes], dtype=np.uint64))
     hashed = [f for f in todo if f.dhash is not None]
     codes = np.array([f.dhash for f in hashed], dtype=np.uint64)
-    store_pos, store_dist = index.nearest_within(codes, settings.dhash_threshold)
-    near_store = {id(f): (store_hashes[p], d) for f, p, d in zip(hashed, store_pos, store_dist) if p >= 0}
+    verify_radius = max(settings.dhash_verify_threshold, settings.dhash_threshold) if settings.use_orb \
+        else settings.dhash_threshold
+    near_store: dict[int, tuple[str, int]] = {}
+    for radius in (verify_radius, settings.dhash_threshold):  # a sure match overrides a candidate
+        store_pos, store_dist = index.nearest_within(codes, radius)
+        near_store.update({id(f): (store_hashes[p], int(d)) for f, p, d in zip(hashed, store_pos, store_dist) if p >= 0})
     position = {id(f): i for i, f in enumerate(hashed)}
     neighbours: dict[int, list[int]] = defaultdict(list)
-    for i, j in pairs_within(codes, settings.dhash_threshold):
+    for i, j in pairs_within(codes, verify_radius):
         neighbours[int(i)].append(int(j))
         neighbours[int(j)].append(int(i))
 
@@ -235,16 +268,17 @@ def dedupe_partition(
             row.update(status=REJECTED, reason="exact", dup_of=seen_digest[frame.digest], detail="identical bytes")
             continue
         seen_digest[frame.digest] = row["rel_path"]
+        me = position[id(frame)]
+        close = sorted((int(np.bitwise_count(np.uint64(frame.dhash) ^ np.uint64(hashed[j].dhash))), j)
+                       for j in neighbours.get(me, ()) if accepted_new.get(j))
+        candidates = [(d, hashed[j].row["dhash"], hashed[j].path, hashed[j].row["rel_path"]) for d, j in close]
         if id(frame) in near_store:
             h, d = near_store[id(frame)]
-            row.update(status=REJECTED, reason="dhash", dup_of=h, detail=f"hamming {d} to a stored frame")
-            continue
-        me = position[id(frame)]
-        close = [(int(np.bitwise_count(np.uint64(frame.dhash) ^ np.uint64(hashed[j].dhash))), j)
-                 for j in neighbours.get(me, ()) if accepted_new.get(j)]
-        if close:
-            d, j = min(close)
-            row.update(status=REJECTED, reason="dhash", dup_of=hashed[j].row["dhash"], detail=f"hamming {d}")
+            candidates.append((d, h, store.path_for(h), h))
+        candidates.sort(key=lambda c: c[0])
+        if candidates and candidates[0][0] <= settings.dhash_threshold:
+            d, h, _, _ = candidates[0]
+            row.update(status=REJECTED, reason="dhash", dup_of=h, detail=f"hamming {d}")
             continue
         feats = None
         if settings.use_orb:
@@ -252,6 +286,11 @@ def dedupe_partition(
                 feats = windows.features(frame.path)
             except (OSError, FrameDecodeError) as exc:
                 row.update(status=REJECTED, reason="decode_error", detail=str(exc))
+                continue
+            confirmed = windows.confirm(feats, candidates[:_MAX_VERIFY])
+            if confirmed is not None:
+                (d, h, _, _), why = confirmed
+                row.update(status=REJECTED, reason="dhash", dup_of=h, detail=f"hamming {d}, confirmed: {why}")
                 continue
             hit = windows.match(video, feats)
             if hit is not None:

@@ -23,13 +23,14 @@ class OrbSettings:
     max_side: int = 640            # decode size for matching; ORB at 720p costs 4x more for no gain
     n_features: int = 500          # OpenCV's default
     ratio_test: float = 0.75       # Lowe's ratio on the 2 nearest neighbours
-    min_good_matches: int = 25     # fewer and the geometry is not trustworthy: call it different
+    min_good_matches: int = 15     # fewer and the geometry is not trustworthy: call it different
     min_inlier_ratio: float = 0.5  # RANSAC inliers / good matches
     max_shift: float = 0.04        # centre displacement / long side
     max_scale_change: float = 0.05
     max_rotation_deg: float = 3.0
-    screen_distance: float = 0.6   # mean |z-score difference| of thumbnails above which a pair is different
-    flat_distance: float = 0.15    # for textureless frames (too few keypoints) the thumbnail alone decides
+    screen_distance: float = 0.9   # mean |z-score difference| of thumbnails above which a pair is different
+                                   # (handheld jitter + blur reach 0.75 on a duplicate; other views sit near 1.1)
+    flat_distance: float = 0.3     # for textureless frames (too few keypoints) the thumbnail alone decides
 
 
 @dataclass

@@ -115,7 +115,7 @@ def test_changed_settings_redo_the_partition_without_self_matches(dirs):
     for i, name in enumerate(["astronaut", "coffee"]):
         _write(workdir, f"yt/mix/v{i}_0.jpg", photo(name, (W, H)))
     first = _run(workdir, dataset, "mix")
-    second = _run(workdir, dataset, "mix", settings=DedupeSettings(dhash_threshold=4), previous=first.table)
+    second = _run(workdir, dataset, "mix", settings=DedupeSettings(dhash_threshold=6), previous=first.table)
     assert second.processed == 2
     assert list(second.table.status) == ["accepted", "accepted"]
     assert len(list((dataset / "images").iterdir())) == 2
