@@ -96,7 +96,7 @@ def run_imagededup(workdir: Path, truth: SampleTruth, method: str, thresholds: l
         from imagededup import methods
     except ImportError:
         return [(f"imagededup {method}", t, "-", "-", "not installed (pip install imagededup)", "-") for t in thresholds]
-    logging.getLogger("imagededup").setLevel(logging.ERROR)
+    logging.disable(logging.INFO)  # imagededup logs every step at INFO on its own handlers
     # imagededup crashes on non-UTF-8 file names, so it gets the sample's good frames under plain names.
     flat = Path(tempfile.mkdtemp(prefix="bench-peer-"))
     names = {}
@@ -154,7 +154,7 @@ def main() -> int:
               f"{len(truth.bad_files)} bad files")
         rows = []
         defaults = DedupeSettings()
-        grid = [defaults.dhash_threshold] if args.quick else sorted({4, defaults.dhash_threshold, 8, 10})
+        grid = [defaults.dhash_threshold] if args.quick else sorted({4, 6, defaults.dhash_threshold, 8, 10})
         for thr in grid:
             for use_orb in (True, False):
                 settings = DedupeSettings(dhash_threshold=thr, use_orb=use_orb)
