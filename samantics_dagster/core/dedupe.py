@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -99,56 +99,56 @@ def _read_and_hash(frame: _Frame) -> _Frame:
     return frame
 
 
-class _VideoWindows:
-    """The last few accepted frames of each video, with ORB features computed on first use."""
+class _OrbMatcher:
+    """ORB features of frames (computed once, LRU-bounded) and each video's window of accepted frames."""
 
-    def __init__(self, settings: DedupeSettings, store: ImageStore) -> None:
+    def __init__(self, settings: DedupeSettings, cache_size: int = 2048) -> None:
         self.settings = settings
-        self.store = store
         self.windows: dict[tuple, deque] = defaultdict(lambda: deque(maxlen=settings.orb_window))
         self.detector = cv2.ORB_create(nfeatures=settings.orb.n_features)
         self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-        self.cache: dict[str, OrbFeatures | None] = {}
+        self.cache: OrderedDict[Path, OrbFeatures | None] = OrderedDict()
+        self.cache_size = cache_size
 
-    def features(self, path: Path) -> OrbFeatures:
-        grey = grey_for_matching(path.read_bytes(), self.settings.orb.max_side)
-        return orb_features(grey, self.settings.orb, self.detector)
+    def compute(self, path: Path) -> OrbFeatures:
+        """Features of a frame; raises on a bad file (the caller records it)."""
+        feats = orb_features(grey_for_matching(path.read_bytes(), self.settings.orb.max_side), self.settings.orb,
+                             self.detector)
+        self._remember(path, feats)
+        return feats
 
-    def cached_features(self, path: Path) -> OrbFeatures | None:
-        key = str(path)
-        if key not in self.cache:
-            try:
-                self.cache[key] = self.features(path)
-            except (OSError, FrameDecodeError):
-                self.cache[key] = None
-        return self.cache[key]
+    def _remember(self, path: Path, feats: OrbFeatures | None) -> None:
+        self.cache[path] = feats
+        self.cache.move_to_end(path)
+        if len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
 
-    def confirm(self, feats: OrbFeatures, candidates: list[tuple]) -> tuple[tuple, str] | None:
-        """The first dhash candidate (distance, dhash, path, name) that ORB + geometry confirms."""
-        for cand in candidates:
-            other = self.cached_features(cand[2])
-            if other is None:
-                continue
-            verdict = compare(other, feats, self.settings.orb, self.matcher)
-            if verdict.duplicate:
-                return cand, verdict.why
+    def _cached(self, path: Path) -> OrbFeatures | None:
+        if path in self.cache:
+            self.cache.move_to_end(path)
+            return self.cache[path]
+        try:
+            return self.compute(path)
+        except (OSError, FrameDecodeError):
+            self._remember(path, None)
+            return None
+
+    def first_duplicate(self, feats: OrbFeatures, candidates: Iterable[tuple[object, Path]]) -> tuple[object, str] | None:
+        """The first (label, path) candidate that ``feats`` duplicates, with the verdict's figures."""
+        for label, path in candidates:
+            other = self._cached(path)
+            if other is not None:
+                verdict = compare(other, feats, self.settings.orb, self.matcher)
+                if verdict.duplicate:
+                    return label, verdict.why
         return None
 
-    def push(self, video: tuple, rel_path: str, path: Path, feats: OrbFeatures | None = None) -> None:
-        self.windows[video].append([rel_path, path, feats])
+    def push(self, video: tuple, rel_path: str, path: Path) -> None:
+        self.windows[video].append((rel_path, path))
 
-    def match(self, video: tuple, feats: OrbFeatures) -> tuple[str, str] | None:
-        """The most recent window frame this one duplicates, as (rel_path, why)."""
-        for slot in reversed(self.windows[video]):
-            if slot[2] is None:
-                try:
-                    slot[2] = self.features(slot[1])
-                except (OSError, FrameDecodeError):
-                    continue
-            verdict = compare(slot[2], feats, self.settings.orb, self.matcher)
-            if verdict.duplicate:
-                return slot[0], verdict.why
-        return None
+    def match_window(self, video: tuple, feats: OrbFeatures) -> tuple[object, str] | None:
+        """The most recent accepted frame of the same video that this one duplicates."""
+        return self.first_duplicate(feats, reversed(self.windows[video]))
 
 
 def _order_key(row: dict) -> tuple:
@@ -247,7 +247,7 @@ def dedupe_partition(
         neighbours[int(j)].append(int(i))
 
     # Phase 3 (sequential, in video/timestamp order): decide, and store what is accepted.
-    windows = _VideoWindows(settings, store)
+    orb = _OrbMatcher(settings)
     kept_accepted = sorted((r for r in kept if r["status"] == ACCEPTED), key=_order_key)
     seen_digest: dict[str, str] = {r["content_hash"]: r["rel_path"] for r in kept if isinstance(r.get("content_hash"), str)}
     accepted_new: dict[int, bool] = {}
@@ -258,7 +258,7 @@ def dedupe_partition(
         video = (row["source"], row["video_id"])
         while ki < len(kept_accepted) and _order_key(kept_accepted[ki]) < _order_key(row):
             k = kept_accepted[ki]
-            windows.push((k["source"], k["video_id"]), k["rel_path"], store.path_for(k["dhash"]))
+            orb.push((k["source"], k["video_id"]), k["rel_path"], store.path_for(k["dhash"]))
             ki += 1
         row["content_hash"] = frame.digest
         if frame.error is not None:
@@ -271,34 +271,33 @@ def dedupe_partition(
         me = position[id(frame)]
         close = sorted((int(np.bitwise_count(np.uint64(frame.dhash) ^ np.uint64(hashed[j].dhash))), j)
                        for j in neighbours.get(me, ()) if accepted_new.get(j))
-        candidates = [(d, hashed[j].row["dhash"], hashed[j].path, hashed[j].row["rel_path"]) for d, j in close]
+        candidates = [(d, hashed[j].row["dhash"], hashed[j].path) for d, j in close]
         if id(frame) in near_store:
             h, d = near_store[id(frame)]
-            candidates.append((d, h, store.path_for(h), h))
+            candidates.append((d, h, store.path_for(h)))
         candidates.sort(key=lambda c: c[0])
         if candidates and candidates[0][0] <= settings.dhash_threshold:
-            d, h, _, _ = candidates[0]
+            d, h, _ = candidates[0]
             row.update(status=REJECTED, reason="dhash", dup_of=h, detail=f"hamming {d}")
             continue
-        feats = None
         if settings.use_orb:
             try:
-                feats = windows.features(frame.path)
+                feats = orb.compute(frame.path)
             except (OSError, FrameDecodeError) as exc:
                 row.update(status=REJECTED, reason="decode_error", detail=str(exc))
                 continue
-            confirmed = windows.confirm(feats, candidates[:_MAX_VERIFY])
+            confirmed = orb.first_duplicate(feats, [((d, h), path) for d, h, path in candidates[:_MAX_VERIFY]])
             if confirmed is not None:
-                (d, h, _, _), why = confirmed
+                (d, h), why = confirmed
                 row.update(status=REJECTED, reason="dhash", dup_of=h, detail=f"hamming {d}, confirmed: {why}")
                 continue
-            hit = windows.match(video, feats)
+            hit = orb.match_window(video, feats)
             if hit is not None:
                 row.update(status=REJECTED, reason="orb", dup_of=hit[0], detail=hit[1])
                 continue
         row.update(status=ACCEPTED, reason=None)
         accepted_new[me] = True
-        windows.push(video, row["rel_path"], frame.path, feats)
+        orb.push(video, row["rel_path"], frame.path)
         if not dry_run:
             copied += store.put_file(frame.path, row["dhash"])
         if progress and (n + 1) % 200 == 0:
