@@ -69,7 +69,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     os.environ.update(DATASET_DIR=str(dataset), GRABBY_WORKDIR=str(workdir), DAGSTER_HOME=str(home))
-    os.environ.setdefault("MODEL_CACHE", str(root / "models"))
+    from samantics_dagster.core.demo_spec import write_demo_spec
+
+    write_demo_spec(dataset)
+    if not os.environ.get("MODEL_CACHE"):
+        from samantics_dagster.core.tiny_sam3 import save_tiny_sam3
+
+        tiny = root / "models" / "tiny-sam3"
+        if not (tiny / "config.json").exists():
+            save_tiny_sam3(tiny)
+        os.environ["MODEL_CACHE"] = str(tiny)
+        print(f"MODEL_CACHE is not set: labelling with a tiny RANDOM SAM3 at {tiny} (its labels are noise; "
+              "point MODEL_CACHE at facebook/sam3 weights for real ones)")
     categories = list_categories(workdir)
     print(f"demo: {len(categories)} categories {categories}; dataset {dataset}; instance {home}")
     materialize_all(categories)
@@ -77,7 +88,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     for category, table in read_all(dataset, "deduped_images").items():
         counts = table["status"].value_counts().to_dict()
-        print(f"  {category}: {counts.get('accepted', 0)} accepted, {counts.get('rejected', 0)} rejected")
+        labels = read_all(dataset, "sam3_labels").get(category)
+        labelled = int((labels["status"] == "done").sum()) if labels is not None else 0
+        print(f"  {category}: {counts.get('accepted', 0)} accepted, {counts.get('rejected', 0)} rejected, {labelled} labelled")
     if args.no_serve:
         return 0
     print(f"serving the Dagster UI on http://{args.host}:{args.port} (Ctrl-C to stop)")

@@ -61,13 +61,28 @@ def sample(tmp_path_factory):
     return workdir, truth
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random SAM3 saved as a snapshot folder: loaded through the same code as real weights."""
+    import torch
+
+    from samantics_dagster.core.tiny_sam3 import save_tiny_sam3
+
+    torch.set_num_threads(1)
+    return save_tiny_sam3(tmp_path_factory.mktemp("models") / "tiny-sam3")
+
+
 @pytest.fixture
-def dataset_env(tmp_path, sample, monkeypatch):
+def dataset_env(tmp_path, sample, tiny_model_dir, monkeypatch):
+    """DATASET_DIR (with the demo's coco-spec.json and sam-queries.yaml), GRABBY_WORKDIR and MODEL_CACHE."""
+    from samantics_dagster.core.demo_spec import write_demo_spec
+
     workdir, _ = sample
     dataset = tmp_path / "dataset"
-    dataset.mkdir()
+    write_demo_spec(dataset)
     monkeypatch.setenv("DATASET_DIR", str(dataset))
     monkeypatch.setenv("GRABBY_WORKDIR", str(workdir))
+    monkeypatch.setenv("MODEL_CACHE", str(tiny_model_dir))
     return dataset
 
 

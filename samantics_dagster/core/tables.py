@@ -40,3 +40,19 @@ def read_all(dataset_dir: Path | str, asset: str) -> dict[str, pd.DataFrame]:
     if not folder.is_dir():
         return {}
     return {p.stem: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
+
+
+def write_jsonl(records: list[dict], path: Path) -> None:
+    """Replace a JSON-lines file atomically (tools read labels.jsonl while the pipeline runs)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".jsonl.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for rec in records:
+                fh.write(json.dumps(rec) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,98 @@
+"""``sam3_labels``: SAM3 instances (boxes, scores, COCO RLE masks) for every accepted image."""
+
+import pandas as pd
+from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from pydantic import Field
+
+from samantics_dagster.core.labeling import PASSENGER, LabelSettings, label_partition, labels_jsonl_records, make_segmenter
+from samantics_dagster.core.progress import ProgressLog
+from samantics_dagster.core.queries import load_queries, load_spec, truncate_queries
+from samantics_dagster.core.tables import table_path, write_jsonl
+from samantics_dagster.partitions import category_partitions
+from samantics_dagster.resources.dataset import DatasetResource
+from samantics_dagster.resources.sam3 import Sam3Resource
+
+
+class LabelConfig(Config):
+    """The old label script's knobs and defaults."""
+
+    score_thresh: float = Field(0.5, ge=0.0, le=1.0, description="sigmoid(logit) x sigmoid(presence) must exceed this.")
+    category_thresh: dict[str, float] = Field(default_factory=dict, description="Per category name, overrides score_thresh.")
+    nms_iou: float = Field(0.5, ge=0.0, le=1.0, description="Cross-prompt mask IoU above which the lower score goes; 1 turns it off.")
+    max_detections: int = Field(100, ge=1, description="Per image, highest scores first.")
+    relation_rules: bool = Field(True, description="person inside car -> passenger (only if the spec has `passenger`).")
+    image_batch: int = Field(4, ge=1, description="Images through the vision encoder at once.")
+    pair_chunk: int = Field(32, ge=1, description="(image, prompt) pairs through the heads at once.")
+    retry_failed: bool = Field(False, description="Label again the images whose last attempt failed.")
+
+    def settings(self) -> LabelSettings:
+        return LabelSettings(
+            score_thresh=self.score_thresh, category_thresh=dict(self.category_thresh),
+            nms_iou=None if self.nms_iou >= 1 else self.nms_iou, max_detections=self.max_detections,
+            relation_rules=(PASSENGER,) if self.relation_rules else (), image_batch=self.image_batch,
+            pair_chunk=self.pair_chunk,
+        )
+
+
+@asset(
+    partitions_def=category_partitions,
+    io_manager_key="table_io_manager",
+    group_name="label",
+    kinds={"pytorch", "parquet"},
+    pool="gpu",
+    description="SAM3 on every accepted image of the category: one row per image, instances as JSON (boxes XYXY, scores, RLE).",
+)
+def sam3_labels(
+    context: AssetExecutionContext, config: LabelConfig, dataset: DatasetResource, sam3: Sam3Resource,
+    deduped_images: pd.DataFrame,
+) -> Output[pd.DataFrame]:
+    category = context.partition_key
+    settings = config.settings()
+    # Spec and queries are checked before any model work: a typo fails in a second, not after loading 3 GB.
+    spec = load_spec(dataset.dataset_path / "coco-spec.json")
+    names = {c.name for c in spec.categories}
+    derived = [r.becomes for r in settings.relation_rules if {r.subject, r.container, r.becomes} <= names]
+    queries = load_queries(spec, dataset.dataset_path / "sam-queries.yaml", derived=derived)
+    loaded = sam3.load()
+    tokenizer = loaded.processor.tokenizer
+    queries, warnings = truncate_queries(queries, lambda text: len(tokenizer(text).input_ids) - 2)
+    for warning in warnings:
+        context.log.warning(warning)
+    labeler = settings.labeler(loaded.fingerprint, queries)
+    accepted = deduped_images[deduped_images["status"] == "accepted"]
+    context.log.info(f"{category}: {len(accepted)} accepted images, {len(queries.queries)} prompts, labeler {labeler}")
+    result = label_partition(
+        accepted, dataset.store(), make_segmenter(loaded, queries, spec, settings), labeler,
+        table_path=table_path(dataset.dataset_path, "sam3_labels", category), image_batch=settings.image_batch,
+        retry_failed=config.retry_failed, progress=ProgressLog(context.log.info, f"label {category}", "images"),
+        log=context.log.info,
+    )
+    write_jsonl(labels_jsonl_records(dataset.tables("sam3_labels")), dataset.dataset_path / "labels.jsonl")
+    table = result.table
+    failed = table[table.status == "failed"]
+    by_name = {str(c.id): c.name for c in spec.categories}
+    device = loaded.device
+    gpu = "cpu"
+    if device.type == "cuda":
+        import torch
+
+        gpu = torch.cuda.get_device_name(device)
+    return Output(
+        table,
+        metadata={
+            "done": int((table.status == "done").sum()),
+            "failed": len(failed),
+            "labelled_this_run": result.labelled,
+            "reused": result.reused,
+            "instances": int(table["n_instances"].fillna(0).sum()),
+            "instances_per_class": MetadataValue.json({by_name.get(k, k): v for k, v in result.instances_per_class.items()}),
+            "images_per_s": round(result.labelled / result.seconds, 2) if result.seconds > 0 else 0.0,
+            "device": gpu,
+            "model_fingerprint": loaded.fingerprint,
+            "queries_fingerprint": queries.fingerprint(),
+            "labeler": labeler,
+            **({"relabelled_because": result.relabel_reason} if result.relabel_reason else {}),
+            "failures": MetadataValue.md(failed[["dhash", "rel_path", "error"]].head(10).to_markdown(index=False))
+            if len(failed) else MetadataValue.md("none"),
+        },
+    )

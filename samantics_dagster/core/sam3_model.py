@@ -1,0 +1,308 @@
+"""SAM3 loading and batched N-images x K-prompts inference (Hugging Face ``transformers``).
+
+Why not ``model(**processor(images, text))``: SAM3 pairs row i of the text batch with row i of the
+image batch, so K prompts on one image would otherwise mean K full forwards, each re-running the
+ViT (5.6 TFLOP/image, against 0.42 TFLOP per (image, prompt) for the heads). Here the vision
+encoder runs once per image batch, the text encoder once per prompt list, and only the DETR +
+mask heads run per (image, prompt) pair, over fixed-size chunks of pairs built with
+``index_select``. This matches per-pair forwards to ~1e-8 (``shared/notes/sam3.md`` §1.5).
+
+Post-processing follows HF's ``post_process_instance_segmentation`` except where it is wasteful:
+scores are thresholded first and only the kept masks are upsampled; logits are interpolated and
+thresholded at 0 (== sigmoid > 0.5, as Meta's own processor does) instead of interpolating
+probabilities, and masks stay ``bool`` instead of int64 (8x smaller at full resolution).
+
+Weights are loaded offline only (``local_files_only=True``): ``facebook/sam3`` is gated and a
+pipeline run must not depend on the Hub. ``resolve_model_dir`` finds a snapshot in ``MODEL_CACHE``.
+No Dagster here; the Sam3Resource wraps this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+DEFAULT_REPO_ID = "facebook/sam3"
+TEXT_MAX_LENGTH = 32  # the text encoder's max_position_embeddings; longer prompts must be truncated
+
+_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")  # either holds the image processor
+_TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))  # fast, or slow-tokenizer files
+_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+           "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No usable SAM3 snapshot under MODEL_CACHE. The message says where we looked and how to fill it,
+    because the person reading it is setting up a machine, not debugging Python."""
+
+
+def _how_to_fill(repo_id: str) -> str:
+    return (f"Fill MODEL_CACHE on a machine with Hub access (the weights are gated: accept the licence and "
+            f"set HF_TOKEN), e.g. `huggingface-cli download {repo_id} --cache-dir $MODEL_CACHE`, or copy a "
+            f"snapshot folder (config.json, *.safetensors, processor and tokenizer files) to "
+            f"$MODEL_CACHE/{repo_id}/. Loading is offline only.")
+
+
+def _missing_files(folder: Path) -> list[str]:
+    """What ``from_pretrained`` would need but ``folder`` lacks. ``exists()`` follows symlinks, so a
+    Hub-cache snapshot whose blob never finished downloading counts as missing."""
+    missing: list[str] = []
+    if not (folder / "config.json").exists():
+        missing.append("config.json")
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing += [s for s in shards if not (folder / s).exists()]
+    elif not any(p.exists() for p in folder.glob("*.safetensors")):
+        missing.append("*.safetensors (weights)")
+    if not any((folder / f).exists() for f in _PROCESSOR_FILES):
+        missing.append(" or ".join(_PROCESSOR_FILES))
+    if not any(all((folder / f).exists() for f in group) for group in _TOKENIZER_FILES):
+        missing.append("tokenizer.json (or vocab.json + merges.txt)")
+    return missing
+
+
+def _hub_snapshot(cache: Path, repo_id: str) -> Path | None:
+    """The snapshot a Hugging Face cache dir holds for ``repo_id``: the one ``refs/main`` names, else
+    the most recently modified (a cache filled by ``--revision`` has no refs/main)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        pinned = snapshots / ref.read_text().strip()
+        if pinned.is_dir():
+            return pinned
+    revs = [p for p in snapshots.iterdir() if p.is_dir()]
+    return max(revs, key=lambda p: p.stat().st_mtime) if revs else None
+
+
+def resolve_model_dir(model_cache: Path, repo_id: str = DEFAULT_REPO_ID) -> Path:
+    """Find a complete snapshot folder of ``repo_id`` in ``model_cache``.
+
+    Accepted layouts, tried in this order: (a) ``model_cache`` is the snapshot folder itself;
+    (b) a Hugging Face cache dir (``models--facebook--sam3/snapshots/<rev>/``, also under ``hub/``
+    as ``HF_HOME`` lays it out); (c) a parent holding ``facebook/sam3/`` or ``sam3/``. The first
+    complete candidate wins; if some exist but none is complete, the error names the missing files.
+    """
+    model_cache = Path(model_cache).expanduser()
+    name = repo_id.split("/")[-1]
+    # (folder, is_hub_snapshot): a Hub snapshot is a model folder by construction, so an empty one is
+    # "incomplete", not "absent"; other folders count only if they hold any model file.
+    candidates: list[tuple[Path, bool]] = [(model_cache, False)]
+    tried: list[str] = [str(model_cache)]
+    for cache in (model_cache, model_cache / "hub"):
+        tried.append(f"{cache / ('models--' + repo_id.replace('/', '--'))}/snapshots/<refs/main or newest>")
+        snap = _hub_snapshot(cache, repo_id)
+        if snap is not None:
+            candidates.append((snap, True))
+    for sub in (model_cache / repo_id, model_cache / name):
+        tried.append(str(sub))
+        candidates.append((sub, False))
+
+    incomplete: list[tuple[Path, list[str]]] = []
+    for folder, is_snapshot in candidates:
+        if not folder.is_dir():
+            continue
+        missing = _missing_files(folder)
+        if not missing:
+            return folder
+        if is_snapshot or _has_model_files(folder):
+            incomplete.append((folder, missing))
+    if incomplete:
+        folder, missing = incomplete[0]
+        raise ModelNotFoundError(
+            f"SAM3 snapshot at {folder} (from MODEL_CACHE={model_cache}) is incomplete: missing "
+            f"{', '.join(missing)}. {_how_to_fill(repo_id)}")
+    raise ModelNotFoundError(
+        f"No {repo_id} snapshot found in MODEL_CACHE={model_cache}; looked at: {'; '.join(tried)}. "
+        f"{_how_to_fill(repo_id)}")
+
+
+def _has_model_files(folder: Path) -> bool:
+    names = ("config.json", "model.safetensors.index.json", "tokenizer.json", *_PROCESSOR_FILES)
+    return any((folder / f).exists() for f in names) or any(folder.glob("*.safetensors"))
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """16 hex chars identifying the weights + config, for the labeler column and skip-if-done.
+
+    Hashes config.json and the processor config (they set architecture and input resolution) and the
+    weight files' names and sizes. Hashing gigabytes of weights on every start would cost seconds;
+    sizes change with any re-export, and Hub snapshots are immutable per revision anyway.
+    """
+    model_dir = Path(model_dir)
+    h = hashlib.sha256()
+    for fname in ("config.json", *_PROCESSOR_FILES):
+        p = model_dir / fname
+        if p.exists():
+            h.update(fname.encode() + b"\0" + p.read_bytes() + b"\0")
+    for p in sorted(model_dir.glob("*.safetensors")):
+        h.update(f"{p.name}\0{p.stat().st_size}\0".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class LoadedSam3:
+    """A model ready for ``segment_batch``; built once per process (it's 3.4 GB in fp32)."""
+
+    model: Any  # transformers Sam3Model, eval mode
+    processor: Any  # transformers Sam3Processor
+    device: torch.device
+    dtype: torch.dtype
+    fingerprint: str
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        # bf16 on GPU: ~3x faster heads than fp32 and no fp16 overflow risk; CPUs lack fast bf16 matmuls.
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}") from None
+
+
+def load_sam3(model_dir: Path, device: str = "auto", dtype: str = "auto", attn: str = "sdpa",
+              compile: bool = False) -> LoadedSam3:
+    """Load ``Sam3Model`` + ``Sam3Processor`` from a snapshot folder, offline.
+
+    ``Sam3Model`` is named explicitly rather than ``AutoModel``: the ``facebook/sam3`` checkpoint's
+    config is a ``sam3_video`` config, which ``AutoModel`` would turn into the video model;
+    ``Sam3Model`` takes its ``detector_config`` and ignores the tracker weights.
+    ``attn="sdpa"`` measured fastest (eager is 2.5x slower on the heads; flex failed on CPU).
+    ``compile=True`` compiles the four sub-networks; use it with ``pad_chunks=True`` and a fixed
+    image batch so shapes stay static (SAM3 can't compile with dynamic shapes). Avoid it with bf16
+    on torch 2.14 (pytorch#197002).
+    """
+    from transformers import Sam3Model, Sam3Processor
+
+    model_dir = Path(model_dir)
+    dev = _resolve_device(device)
+    dt = _resolve_dtype(dtype, dev)
+    model = Sam3Model.from_pretrained(model_dir, dtype=dt, attn_implementation=attn, local_files_only=True)
+    model = model.to(dev).eval()
+    processor = Sam3Processor.from_pretrained(model_dir, local_files_only=True)
+    if compile:
+        for sub in (model.vision_encoder, model.detr_encoder, model.detr_decoder, model.mask_decoder):
+            sub.compile()
+    return LoadedSam3(model=model, processor=processor, device=dev, dtype=dt,
+                      fingerprint=model_fingerprint(model_dir))
+
+
+@torch.inference_mode()
+def encode_prompts(m: LoadedSam3, prompts: list[str]) -> tuple[Any, torch.Tensor]:
+    """Run the text encoder once for all prompts; reuse the result for every image batch.
+
+    Returns ``(text_output, attention_mask)``: the ``BaseModelOutputWithPooling`` whose
+    ``pooler_output`` ([K, 32, D]) ``Sam3Model.forward`` reads, and the [K, 32] mask that must go
+    with it (without it padding tokens are attended to). Tokenised with truncation because
+    ``Sam3Processor`` pads to 32 without truncating, so a prompt over 30 tokens would crash.
+    """
+    if not prompts:
+        raise ValueError("encode_prompts needs at least one prompt")
+    tok = m.processor.tokenizer(list(prompts), padding="max_length", max_length=TEXT_MAX_LENGTH,
+                                truncation=True, return_tensors="pt").to(m.device)
+    out = m.model.get_text_features(input_ids=tok.input_ids, attention_mask=tok.attention_mask)
+    return out, tok.attention_mask
+
+
+@dataclass(eq=False)  # eq would compare masks elementwise and raise
+class Detection:
+    prompt_index: int  # index into the prompt list given to encode_prompts
+    score: float  # sigmoid(query logit) * sigmoid(presence logit)
+    box_xyxy: tuple[float, float, float, float]  # pixels of the original image; not clipped to it
+    mask: np.ndarray  # bool, (H, W) of the original image
+
+
+def _thresholds(score_threshold: float | Sequence[float], k: int) -> torch.Tensor:
+    if isinstance(score_threshold, (int, float)):
+        return torch.full((k,), float(score_threshold))
+    thr = [float(t) for t in score_threshold]
+    if len(thr) != k:
+        raise ValueError(f"score_threshold has {len(thr)} values for {k} prompts")
+    return torch.tensor(thr)
+
+
+@torch.inference_mode()
+def segment_batch(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch.Tensor, *,
+                  score_threshold: float | Sequence[float], pair_chunk: int = 32,
+                  max_detections_per_pair: int | None = None, pad_chunks: bool = False) -> list[list[Detection]]:
+    """Detect every prompt in every image; returns, per image, detections ordered by prompt index,
+    then by descending score.
+
+    ``text``/``text_mask`` come from ``encode_prompts``. ``score_threshold`` is one value or one per
+    prompt; a detection is kept if its score is strictly greater (as HF does). Pairs run through the
+    heads ``pair_chunk`` at a time (GPU memory: ~225 MiB per pair in bf16 at full size);
+    ``pad_chunks`` pads the last chunk to ``pair_chunk`` so a compiled model sees one shape.
+    ``max_detections_per_pair`` keeps only the top-scoring few per (image, prompt).
+    """
+    if not images:
+        return []
+    if pair_chunk < 1:
+        raise ValueError(f"pair_chunk must be >= 1, got {pair_chunk}")
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+    from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+
+    model, dev = m.model, m.device
+    text_feats = text.pooler_output if hasattr(text, "pooler_output") else text
+    text_feats, text_mask = text_feats.to(dev), text_mask.to(dev)
+    n, k = len(images), text_feats.shape[0]
+    if text_mask.shape[0] != k:
+        raise ValueError(f"text_mask has {text_mask.shape[0]} rows for {k} prompts")
+    thresholds = _thresholds(score_threshold, k)
+    sizes = [im.size for im in images]  # (w, h), as PIL reports it
+
+    # Resizing on the GPU is ~4x faster than on the CPU for 720p frames.
+    extra = {"device": dev} if dev.type == "cuda" else {}
+    pixels = m.processor.image_processor(images, return_tensors="pt", **extra).pixel_values
+    vis = model.get_vision_features(pixel_values=pixels.to(dev, m.dtype))
+
+    pair_image = torch.arange(n, device=dev).repeat_interleave(k)  # pair r = (image r // k, prompt r % k)
+    pair_prompt = torch.arange(k, device=dev).repeat(n)
+    results: list[list[Detection]] = [[] for _ in range(n)]
+    for start in range(0, n * k, pair_chunk):
+        ii, kk = pair_image[start:start + pair_chunk], pair_prompt[start:start + pair_chunk]
+        real = ii.shape[0]
+        if pad_chunks and real < pair_chunk:  # repeat the last pair; its outputs are dropped below
+            ii = torch.cat([ii, ii[-1:].expand(pair_chunk - real)])
+            kk = torch.cat([kk, kk[-1:].expand(pair_chunk - real)])
+        out = model(
+            vision_embeds=Sam3VisionEncoderOutput(
+                fpn_hidden_states=tuple(x.index_select(0, ii) for x in vis.fpn_hidden_states),
+                fpn_position_encoding=tuple(x.index_select(0, ii) for x in vis.fpn_position_encoding)),
+            text_embeds=BaseModelOutputWithPooling(pooler_output=text_feats.index_select(0, kk)),
+            attention_mask=text_mask.index_select(0, kk))
+        scores = (out.pred_logits[:real].float().sigmoid() * out.presence_logits[:real].float().sigmoid()).cpu()
+        boxes = out.pred_boxes[:real].float().cpu()
+        order = scores.argsort(dim=1, descending=True, stable=True)  # ties keep query order
+        for row in range(real):
+            i, p = int(ii[row]), int(kk[row])
+            idx = order[row][scores[row, order[row]] > thresholds[p]]
+            if max_detections_per_pair is not None:
+                idx = idx[:max_detections_per_pair]
+            if idx.numel() == 0:
+                continue
+            w, h = sizes[i]
+            kept_boxes = (boxes[row, idx] * torch.tensor([w, h, w, h], dtype=torch.float32)).tolist()
+            logits = out.pred_masks[row].index_select(0, idx.to(dev)).float()
+            masks = (F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0] > 0).cpu().numpy()
+            for j, q in enumerate(idx.tolist()):
+                results[i].append(Detection(prompt_index=p, score=float(scores[row, q]),
+                                            box_xyxy=tuple(kept_boxes[j]), mask=masks[j]))
+    return results

@@ -1,0 +1,283 @@
+"""SAM3 loading and batched inference, against transformers' own per-(image, prompt) path.
+
+The model is the tiny random one from ``tiny_sam3``, saved to disk and loaded through ``load_sam3``
+exactly as real weights are. Its presence head is biased and its scorer spread (see tiny_sam3) so
+that a threshold near 0.5 keeps some queries and drops others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from samantics_dagster.core.sam3_model import (
+    Detection,
+    LoadedSam3,
+    ModelNotFoundError,
+    encode_prompts,
+    load_sam3,
+    model_fingerprint,
+    resolve_model_dir,
+    segment_batch,
+)
+from samantics_dagster.core.tiny_sam3 import save_tiny_sam3
+from tests.images import photo
+
+torch.set_num_threads(1)
+
+PROMPTS = ["car", "person", "a red dog", "tree trunk"]
+THRESHOLD = 0.59  # for the seed-0 tiny model: per pair, 0 to 3 of 16 queries pass
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return save_tiny_sam3(tmp_path_factory.mktemp("tiny_sam3") / "snapshot", seed=0)
+
+
+@pytest.fixture(scope="module")
+def m(model_dir) -> LoadedSam3:
+    return load_sam3(model_dir)
+
+
+@pytest.fixture(scope="module")
+def images():
+    # Different sizes and aspect ratios, both orientations: masks and boxes must land in each image's own pixels.
+    return [photo("astronaut", (64, 48)), photo("coffee", (40, 72)), photo("chelsea", (90, 90))]
+
+
+@pytest.fixture(scope="module")
+def text(m):
+    return encode_prompts(m, PROMPTS)
+
+
+@pytest.fixture(scope="module")
+def reference(m, images):
+    """transformers' documented path: one full forward per (image, prompt), HF post-processing.
+    Returns, per image, per prompt: (all query scores, kept results sorted by score)."""
+    ref = []
+    for im in images:
+        per_prompt = []
+        for p in PROMPTS:
+            with torch.inference_mode():
+                out = m.model(**m.processor(images=im, text=p, return_tensors="pt"))
+                r = m.processor.post_process_instance_segmentation(
+                    out, threshold=THRESHOLD, mask_threshold=0.5, target_sizes=[(im.height, im.width)])[0]
+            all_scores = (out.pred_logits.sigmoid() * out.presence_logits.sigmoid())[0]
+            order = r["scores"].argsort(descending=True, stable=True)
+            per_prompt.append((all_scores, {k: v[order] for k, v in r.items()}))
+        ref.append(per_prompt)
+    return ref
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def _by_prompt(dets: list[Detection], k: int) -> list[list[Detection]]:
+    out: list[list[Detection]] = [[] for _ in range(k)]
+    for d in dets:
+        out[d.prompt_index].append(d)
+    return out
+
+
+def test_batched_path_matches_per_pair_forward_and_hf_postprocessing(m, images, text, reference):
+    all_scores = torch.cat([s for per_image in reference for s, _ in per_image])
+    kept_total = int((all_scores > THRESHOLD).sum())
+    # A meaningful threshold: some queries kept, some dropped, and none so close that rounding decides.
+    assert 0 < kept_total < all_scores.numel()
+    assert (all_scores - THRESHOLD).abs().min() > 1e-5
+    # ...and both empty and multi-detection pairs, so ordering and the empty case are exercised.
+    per_pair = [len(r["scores"]) for per_image in reference for _, r in per_image]
+    assert 0 in per_pair and max(per_pair) >= 2, per_pair
+
+    results = segment_batch(m, images, *text, score_threshold=THRESHOLD)
+    assert len(results) == len(images)
+    assert sum(len(r) for r in results) == kept_total
+    for im, dets, ref_per_prompt in zip(images, results, reference):
+        # Ordered by prompt, then by descending score.
+        assert [d.prompt_index for d in dets] == sorted(d.prompt_index for d in dets)
+        for p, (mine, (_, ref)) in enumerate(zip(_by_prompt(dets, len(PROMPTS)), ref_per_prompt)):
+            assert len(mine) == len(ref["scores"]), (p, len(mine), len(ref["scores"]))
+            np.testing.assert_allclose([d.score for d in mine], ref["scores"].numpy(), rtol=0, atol=1e-6)
+            for d, box, mask in zip(mine, ref["boxes"], ref["masks"]):
+                np.testing.assert_allclose(d.box_xyxy, box.numpy(), rtol=1e-3, atol=1e-3)
+                assert d.mask.dtype == np.bool_ and d.mask.shape == (im.height, im.width)
+                assert _iou(d.mask, mask.numpy().astype(bool)) >= 0.99
+
+
+def _same(a: list[list[Detection]], b: list[list[Detection]]) -> None:
+    assert [len(x) for x in a] == [len(x) for x in b]
+    for da, db in zip(a, b):
+        for x, y in zip(da, db):
+            assert x.prompt_index == y.prompt_index
+            assert x.score == pytest.approx(y.score, abs=1e-6)
+            np.testing.assert_allclose(x.box_xyxy, y.box_xyxy, rtol=1e-5, atol=1e-4)
+            assert _iou(x.mask, y.mask) >= 0.999
+
+
+@pytest.mark.parametrize("chunk, pad", [(1, False), (5, False), (32, False), (5, True), (32, True)])
+def test_pair_chunking_does_not_change_results(m, images, text, chunk, pad):
+    base = segment_batch(m, images, *text, score_threshold=THRESHOLD, pair_chunk=12)  # 12 pairs: one exact chunk
+    got = segment_batch(m, images, *text, score_threshold=THRESHOLD, pair_chunk=chunk, pad_chunks=pad)
+    _same(got, base)
+
+
+def test_per_prompt_thresholds(m, images, text):
+    everything = segment_batch(m, images, *text, score_threshold=0.0)
+    n_queries = m.model.config.detr_decoder_config.num_queries
+    for dets in everything:
+        for p in _by_prompt(dets, len(PROMPTS)):
+            assert len(p) == n_queries
+            scores = [d.score for d in p]
+            assert scores == sorted(scores, reverse=True)  # by score, not by query index
+
+    thresholds = [0.0, 1.0, 0.5, 0.45]
+    got = segment_batch(m, images, *text, score_threshold=thresholds)
+    expected = [[d for d in dets if d.score > thresholds[d.prompt_index]] for dets in everything]
+    _same(got, expected)
+    counts = {p: sum(len(_by_prompt(dets, 4)[p]) for dets in got) for p in range(4)}
+    assert counts[0] == n_queries * len(images) and counts[1] == 0
+    assert 0 < counts[2] < counts[3] < counts[0]
+
+    with pytest.raises(ValueError, match="3 values for 4 prompts"):
+        segment_batch(m, images, *text, score_threshold=[0.5, 0.5, 0.5])
+
+
+def test_max_detections_keeps_the_top_scores(m, images, text):
+    everything = segment_batch(m, images, *text, score_threshold=0.0)
+    capped = segment_batch(m, images, *text, score_threshold=0.0, max_detections_per_pair=3)
+    expected = [[d for p in _by_prompt(dets, 4) for d in p[:3]] for dets in everything]
+    _same(capped, expected)
+    assert all(len(dets) == 3 * len(PROMPTS) for dets in capped)
+
+
+def test_long_prompts_are_truncated_not_fatal(m, images):
+    text, mask = encode_prompts(m, ["a very long description of a category " * 4, "cat"])
+    assert mask.shape == (2, 32) and int(mask[0].sum()) == 32
+    assert len(segment_batch(m, images[:1], text, mask, score_threshold=0.0)[0]) > 0
+
+
+# --- finding and loading weights ---------------------------------------------------------------
+
+def _hub_cache(root: Path, snapshot: Path, revs: list[str], main: str | None) -> Path:
+    """The Hugging Face cache layout: blobs + snapshot folders of symlinks + refs/main."""
+    repo = root / "models--facebook--sam3"
+    (repo / "blobs").mkdir(parents=True)
+    for rev in revs:
+        snap = repo / "snapshots" / rev
+        snap.mkdir(parents=True)
+        for f in snapshot.iterdir():
+            blob = repo / "blobs" / f"{rev}-{f.name}"
+            shutil.copy(f, blob)
+            (snap / f.name).symlink_to(os.path.relpath(blob, snap))
+    if main is not None:
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(main)
+    return root
+
+
+def test_resolve_snapshot_folder_itself(model_dir):
+    assert resolve_model_dir(model_dir) == model_dir
+
+
+def test_resolve_hub_cache_follows_refs_main(model_dir, tmp_path):
+    cache = _hub_cache(tmp_path / "cache", model_dir, ["aaa111", "bbb222"], main="aaa111")
+    newer = cache / "models--facebook--sam3" / "snapshots" / "bbb222"
+    os.utime(newer, (2e9, 2e9))  # the other snapshot is newer: refs/main must still win
+    assert resolve_model_dir(cache) == cache / "models--facebook--sam3" / "snapshots" / "aaa111"
+
+
+def test_resolve_hub_cache_without_refs_takes_newest(model_dir, tmp_path):
+    cache = _hub_cache(tmp_path / "cache", model_dir, ["aaa111", "bbb222"], main=None)
+    snaps = cache / "models--facebook--sam3" / "snapshots"
+    os.utime(snaps / "aaa111", (2e9, 2e9))
+    assert resolve_model_dir(cache) == snaps / "aaa111"
+    # HF_HOME layout: the cache is under hub/
+    home = tmp_path / "home"
+    shutil.copytree(cache, home / "hub", symlinks=True)
+    assert resolve_model_dir(home).parent == home / "hub" / "models--facebook--sam3" / "snapshots"
+
+
+@pytest.mark.parametrize("sub", ["facebook/sam3", "sam3"])
+def test_resolve_parent_folder(model_dir, tmp_path, sub):
+    shutil.copytree(model_dir, tmp_path / sub)
+    assert resolve_model_dir(tmp_path) == tmp_path / sub
+
+
+def test_missing_model_cache_says_where_and_how(tmp_path):
+    cache = tmp_path / "nowhere"
+    with pytest.raises(ModelNotFoundError) as e:
+        resolve_model_dir(cache)
+    msg = str(e.value)
+    assert str(cache) in msg and "MODEL_CACHE" in msg and "huggingface-cli download facebook/sam3" in msg
+    assert str(cache / "facebook" / "sam3") in msg and "models--facebook--sam3" in msg
+    assert isinstance(e.value, FileNotFoundError)
+
+
+def test_empty_model_cache_is_not_found(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="No facebook/sam3 snapshot found"):
+        resolve_model_dir(tmp_path)
+
+
+@pytest.mark.parametrize("remove, named", [
+    (["model.safetensors"], "safetensors"),
+    (["tokenizer.json"], "tokenizer.json"),
+    (["processor_config.json"], "processor_config.json"),
+])
+def test_incomplete_snapshot_names_missing_files(model_dir, tmp_path, remove, named):
+    folder = tmp_path / "facebook" / "sam3"
+    shutil.copytree(model_dir, folder)
+    for f in remove:
+        (folder / f).unlink()
+    with pytest.raises(ModelNotFoundError) as e:
+        resolve_model_dir(tmp_path)
+    msg = str(e.value)
+    assert "incomplete" in msg and named in msg and str(folder) in msg and "MODEL_CACHE" in msg
+
+
+def test_hub_snapshot_with_unfinished_blob_is_incomplete(model_dir, tmp_path):
+    cache = _hub_cache(tmp_path / "cache", model_dir, ["aaa111"], main="aaa111")
+    (cache / "models--facebook--sam3" / "blobs" / "aaa111-model.safetensors").unlink()  # dangling symlink
+    with pytest.raises(ModelNotFoundError, match=r"incomplete: missing \*\.safetensors"):
+        resolve_model_dir(cache)
+
+
+def test_load_is_offline_and_fingerprint_is_stable(model_dir, tmp_path, monkeypatch):
+    import transformers
+
+    calls = []
+    for cls in (transformers.Sam3Model, transformers.Sam3Processor):
+        orig = cls.from_pretrained.__func__
+
+        def spy(klass, path, *a, _orig=orig, **kw):
+            calls.append((klass.__name__, kw.get("local_files_only")))
+            return _orig(klass, path, *a, **kw)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+
+    cache = _hub_cache(tmp_path / "cache", model_dir, ["aaa111"], main="aaa111")
+    a = load_sam3(resolve_model_dir(cache))  # through symlinked Hub-cache files, like real weights
+    assert sorted(calls) == [("Sam3Model", True), ("Sam3Processor", True)]
+    assert a.device == torch.device("cpu") and a.dtype == torch.float32 and not a.model.training
+    b = load_sam3(model_dir)
+    assert a.fingerprint == b.fingerprint == model_fingerprint(model_dir)
+    assert len(a.fingerprint) == 16
+
+    changed = tmp_path / "changed"
+    shutil.copytree(model_dir, changed)
+    cfg = json.loads((changed / "config.json").read_text())
+    cfg["detr_decoder_config"]["num_queries"] = 17
+    (changed / "config.json").write_text(json.dumps(cfg))
+    assert model_fingerprint(changed) != a.fingerprint
+
+
+def test_bad_dtype_is_rejected(model_dir):
+    with pytest.raises(ValueError, match="dtype must be"):
+        load_sam3(model_dir, dtype="int8")

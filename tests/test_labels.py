@@ -1,0 +1,126 @@
+"""sam3_labels through Dagster with the tiny random SAM3 loaded from disk like real weights."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from dagster import DagsterInstance, materialize
+
+from samantics_dagster.core.tables import table_path
+from samantics_dagster.definitions import defs
+
+UPSTREAM = [a for a in defs.assets if a.key.path[-1] in ("ingress_frames", "deduped_images")]
+LABELS = [a for a in defs.assets if a.key.path[-1] == "sam3_labels"]
+CATEGORY = "gym"
+
+
+def _label(instance, run_config=None, raise_on_error=True):
+    return materialize(LABELS + UPSTREAM, selection=["sam3_labels"], instance=instance, partition_key=CATEGORY,
+                       resources=defs.resources, run_config=run_config, raise_on_error=raise_on_error)
+
+
+def _meta(result):
+    return {k: v.value for k, v in result.asset_materializations_for_node("sam3_labels")[0].metadata.items()}
+
+
+@pytest.fixture
+def deduped(dataset_env, instance):
+    instance.add_dynamic_partitions("category", [CATEGORY])
+    assert materialize(UPSTREAM, instance=instance, partition_key=CATEGORY, resources=defs.resources).success
+    dd = pd.read_parquet(table_path(dataset_env, "deduped_images", CATEGORY))
+    return dd[dd.status == "accepted"]
+
+
+def test_labels_every_accepted_image_and_skips_them_next_time(dataset_env, instance, deduped):
+    meta = _meta(_label(instance))
+    table = pd.read_parquet(table_path(dataset_env, "sam3_labels", CATEGORY))
+    assert set(table.dhash) == set(deduped.dhash)
+    assert (table.status == "done").all() and meta["labelled_this_run"] == len(deduped)
+    instances = [i for blob in table.instances for i in json.loads(blob)]
+    assert instances, "the biased tiny model should detect something"
+    for inst in instances:
+        assert set(inst) == {"category_id", "bbox_xyxy", "score", "rle", "area"}
+        assert isinstance(inst["rle"]["counts"], str) and inst["score"] > 0.5
+    lines = (dataset_env / "labels.jsonl").read_text().splitlines()
+    assert len(lines) == len(deduped)
+    rec = json.loads(lines[0])
+    assert rec["image"].startswith("images/") and len(rec["boxes"]) == len(rec["masks"]) == len(rec["category_ids"])
+    assert meta["queries_fingerprint"] and meta["model_fingerprint"] and "HF_TOKEN" not in json.dumps(meta)
+
+    again = _meta(_label(instance))
+    assert again["labelled_this_run"] == 0 and again["reused"] == len(deduped)
+    pd.testing.assert_frame_equal(table, pd.read_parquet(table_path(dataset_env, "sam3_labels", CATEGORY)))
+
+    changed = _meta(_label(instance, {"ops": {"sam3_labels": {"config": {"score_thresh": 0.7}}}}))
+    assert changed["labelled_this_run"] == len(deduped)
+    assert "thresholds changed" in changed["relabelled_because"]
+
+
+def test_a_killed_run_loses_at_most_one_batch(dataset_env, instance, deduped, tmp_path):
+    home = tmp_path / "cli_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with DagsterInstance.from_config(str(home)) as cli_instance:
+        cli_instance.add_dynamic_partitions("category", [CATEGORY])
+    parts = table_path(dataset_env, "sam3_labels", CATEGORY).parent / ".parts" / CATEGORY
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    proc = subprocess.Popen(
+        [dagster, "asset", "materialize", "-m", "samantics_dagster.definitions", "--select", "sam3_labels",
+         "--partition", CATEGORY, "--config-json", json.dumps({"ops": {"sam3_labels": {"config": {"image_batch": 1}}}})],
+        env={**os.environ, "DAGSTER_HOME": str(home), "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(parts.glob("part-*.parquet"))) < 5:
+        assert proc.poll() is None, "the run finished before it could be killed: make it slower"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = {d for p in parts.glob("part-*.parquet") for d in pd.read_parquet(p).dhash}
+    assert 5 <= len(saved) < len(deduped)
+    assert not table_path(dataset_env, "sam3_labels", CATEGORY).exists()
+
+    meta = _meta(_label(instance))
+    assert meta["reused"] == len(saved)
+    assert meta["labelled_this_run"] == len(deduped) - len(saved)
+    table = pd.read_parquet(table_path(dataset_env, "sam3_labels", CATEGORY))
+    assert set(table.dhash) == set(deduped.dhash) and (table.status == "done").all()
+    assert not list(parts.glob("part-*.parquet"))
+
+
+def test_a_broken_image_is_a_failed_row_and_retry_failed_labels_it(dataset_env, instance, deduped):
+    victim = dataset_env / "images" / f"{deduped.dhash.iloc[0]}.jpg"
+    good = victim.read_bytes()
+    victim.write_bytes(good[:200])
+    meta = _meta(_label(instance))
+    table = pd.read_parquet(table_path(dataset_env, "sam3_labels", CATEGORY)).set_index("dhash")
+    row = table.loc[deduped.dhash.iloc[0]]
+    assert row.status == "failed" and victim.name in row.error and "deduped_images" in row.error
+    assert meta["failed"] == 1 and meta["done"] == len(deduped) - 1
+
+    victim.write_bytes(good)
+    assert _meta(_label(instance))["labelled_this_run"] == 0  # failures are not retried unless asked
+    retried = _meta(_label(instance, {"ops": {"sam3_labels": {"config": {"retry_failed": True}}}}))
+    assert retried["labelled_this_run"] == 1 and retried["failed"] == 0
+
+
+def test_missing_model_fails_up_front_saying_how_to_fill_model_cache(dataset_env, instance, deduped, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODEL_CACHE", str(tmp_path / "no-models-here"))
+    result = _label(instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.to_string()
+    assert "no-models-here" in message and "MODEL_CACHE" in message
+
+
+def test_a_malformed_queries_file_fails_before_loading_the_model(dataset_env, instance, deduped):
+    (dataset_env / "sam-queries.yaml").write_text("vehicle:\n  spaceship: rocket\n")
+    result = _label(instance, raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.to_string()
+    assert "sam-queries.yaml" in message and "spaceship" in message
