@@ -32,5 +32,8 @@ class Sam3Resource(ConfigurableResource):
         key = (str(model_dir), self.device, self.dtype, self.compile)
         with _LOCK:
             if key not in _LOADED:
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()  # a tqdm bar per load clutters Dagster's captured stderr
                 _LOADED[key] = load_sam3(model_dir, device=self.device, dtype=self.dtype, compile=self.compile)
             return _LOADED[key]
