@@ -24,3 +24,4 @@ bench: venv
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_dedupe.py
 	$(BIN)/python benchmarks/bench_hamming.py
+	$(BIN)/python benchmarks/bench_sam3.py
