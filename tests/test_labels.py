@@ -124,3 +124,17 @@ def test_a_malformed_queries_file_fails_before_loading_the_model(dataset_env, in
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.event_specific_data.error.to_string()
     assert "sam-queries.yaml" in message and "spaceship" in message
+
+
+def test_metadata_carries_preview_thumbnails_with_masks(dataset_env, instance, deduped):
+    import base64
+    import io
+
+    from PIL import Image
+
+    meta = _meta(_label(instance))
+    md = meta["previews"]
+    assert md.count("data:image/jpeg;base64,") == 3
+    b64 = md.split("data:image/jpeg;base64,")[1].split(")")[0]
+    thumb = Image.open(io.BytesIO(base64.b64decode(b64)))
+    assert thumb.width == 320

@@ -1,16 +1,35 @@
 """``sam3_labels``: SAM3 instances (boxes, scores, COCO RLE masks) for every accepted image."""
 
+import json
+
 import pandas as pd
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
-from samantics_dagster.core.labeling import PASSENGER, LabelSettings, label_partition, labels_jsonl_records, make_segmenter
+from samantics_dagster.core.labeling import (
+    PASSENGER, LabelSettings, label_partition, labels_jsonl_records, load_image, make_segmenter,
+)
+from samantics_dagster.core.preview import previews_markdown, render_preview
 from samantics_dagster.core.progress import ProgressLog
 from samantics_dagster.core.queries import load_queries, load_spec, truncate_queries
 from samantics_dagster.core.tables import table_path, write_jsonl
 from samantics_dagster.partitions import category_partitions
 from samantics_dagster.resources.dataset import DatasetResource
 from samantics_dagster.resources.sam3 import Sam3Resource
+
+
+def _previews(table: pd.DataFrame, dataset: DatasetResource, names: dict[int, str], n: int = 3) -> str:
+    """A few of the frames with the most detections, drawn."""
+    rows = table[(table.status == "done") & (table.n_instances > 0)].sort_values("n_instances", ascending=False).head(n)
+    store = dataset.store()
+    shots = []
+    for row in rows.itertuples():
+        try:
+            image = load_image(store.path_for(row.dhash))
+        except OSError:
+            continue
+        shots.append((f"{row.rel_path} ({row.n_instances} instances)", render_preview(image, json.loads(row.instances), names)))
+    return previews_markdown(shots)
 
 
 class LabelConfig(Config):
@@ -80,6 +99,7 @@ def sam3_labels(
     return Output(
         table,
         metadata={
+            "previews": MetadataValue.md(_previews(table, dataset, {c.id: c.name for c in spec.categories})),
             "done": int((table.status == "done").sum()),
             "failed": len(failed),
             "labelled_this_run": result.labelled,
