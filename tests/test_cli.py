@@ -25,6 +25,10 @@ def test_demo_without_ui_materialises_every_category_and_status_reports_it(tmp_p
     lines = status.stdout.strip().splitlines()
     assert lines[0].split()[:4] == ["category", "frames", "pending_dedupe", "accepted"]
     assert len(lines) == 1 + len(tables)
+    header = lines[0].split()
+    for line in lines[1:]:
+        row = dict(zip(header, line.split()))
+        assert int(row["labelled"]) == int(row["accepted"]) and row["pending_label"] == "0"
     # the demo's instance holds the runs the UI will show
     from dagster import AssetKey, DagsterInstance
 
