@@ -89,7 +89,8 @@ def make_segmenter(loaded, queries: QuerySet, spec: Spec, settings: LabelSetting
 
     def segment(images: list[Image.Image]) -> list[list[Instance]]:
         per_image = segment_batch(loaded, images, text, text_mask, score_threshold=thresholds,
-                                  pair_chunk=settings.pair_chunk, max_detections_per_pair=settings.max_detections)
+                                  pair_chunk=settings.pair_chunk, max_detections_per_pair=settings.max_detections,
+                                  pad_chunks=loaded.compiled)
         out = []
         for dets in per_image:
             if dets:

@@ -160,6 +160,7 @@ class LoadedSam3:
     device: torch.device
     dtype: torch.dtype
     fingerprint: str
+    compiled: bool = False  # then callers pad the last pair chunk so the heads see one shape
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -202,7 +203,7 @@ def load_sam3(model_dir: Path, device: str = "auto", dtype: str = "auto", attn: 
         for sub in (model.vision_encoder, model.detr_encoder, model.detr_decoder, model.mask_decoder):
             sub.compile()
     return LoadedSam3(model=model, processor=processor, device=dev, dtype=dt,
-                      fingerprint=model_fingerprint(model_dir))
+                      fingerprint=model_fingerprint(model_dir), compiled=compile)
 
 
 @torch.inference_mode()
