@@ -11,6 +11,7 @@ its row and is not read again; a changed setting redoes the partition.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -86,7 +87,10 @@ def _read_and_hash(frame: _Frame) -> _Frame:
     try:
         data = frame.path.read_bytes()
     except OSError as exc:
-        frame.error = f"cannot read frame ({exc.strerror}); check the file's permissions"
+        if exc.errno == errno.ENOENT:
+            frame.error = "frame vanished while being read (grabby may be moving it); it is read again next run"
+        else:
+            frame.error = f"cannot read frame ({exc.strerror}); fix the file's permissions and re-run"
         return frame
     frame.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     try:
@@ -180,8 +184,10 @@ def dedupe_partition(
     both read (as the index) and written here.
     """
     start = time.perf_counter()
-    fingerprint = settings.fingerprint()
+    # A dry run's rows never stand in for real decisions: its accepted frames were not stored.
+    fingerprint = settings.fingerprint() + ("+dry" if dry_run else "")
     prev = _previous_rows(previous, fingerprint)
+    category = str(frames["category"].iloc[0]) if len(frames) and "category" in frames else None
     kept: list[dict] = []
     todo: list[_Frame] = []
     reused = 0
@@ -202,7 +208,8 @@ def dedupe_partition(
             "settings": fingerprint,
         }
         old = prev.get(rec["rel_path"])
-        if old is not None and old["bytes"] == rec["bytes"] and old["mtime_ns"] == rec["mtime_ns"]:
+        if (old is not None and old["bytes"] == rec["bytes"] and old["mtime_ns"] == rec["mtime_ns"]
+                and old["reason"] != "decode_error"):  # read errors may be fixed without touching mtime
             kept.append({k: old.get(k) for k in DEDUPE_COLUMNS})
             reused += 1
             continue
@@ -213,11 +220,14 @@ def dedupe_partition(
         todo.append(_Frame(base, Path(workdir) / rec["rel_path"]))
     todo.sort(key=lambda f: _order_key(f.row))
 
-    # Frames of this partition that held a store entry but are decided again now must not match
-    # their own stored copy; their entries are released and re-claimed if they are accepted again.
+    # Frames of this partition that hold a store entry but are decided again now must not match their
+    # own stored copy. Entries are known from the last table and from the claims journal, which also
+    # covers a run killed after copying but before its table was written.
     redo = {f.row["rel_path"] for f in todo}
     released = {r["dhash"] for r in (previous.to_dict("records") if previous is not None else [])
                 if r.get("status") == ACCEPTED and isinstance(r.get("dhash"), str) and r["rel_path"] in redo}
+    if category is not None:
+        released |= {h for rel, hashes in store.claims(category).items() if rel in redo for h in hashes}
 
     # Phase 1 (parallel: Pillow's decoder releases the GIL): read, digest, dhash.
     total = len(todo)
@@ -226,7 +236,7 @@ def dedupe_partition(
         for _ in pool.map(_read_and_hash, todo):
             done += 1
             if progress and (done % 200 == 0 or done == total):
-                progress(done, total)
+                progress(done, 2 * total)  # hashing is the first half of the work, deciding the second
 
     # Phase 2: every new hash against the dataset's accepted hashes in one batched search, and all
     # near pairs among the new frames themselves.
@@ -236,10 +246,8 @@ def dedupe_partition(
     codes = np.array([f.dhash for f in hashed], dtype=np.uint64)
     verify_radius = max(settings.dhash_verify_threshold, settings.dhash_threshold) if settings.use_orb \
         else settings.dhash_threshold
-    near_store: dict[int, tuple[str, int]] = {}
-    for radius in (verify_radius, settings.dhash_threshold):  # a sure match overrides a candidate
-        store_pos, store_dist = index.nearest_within(codes, radius)
-        near_store.update({id(f): (store_hashes[p], int(d)) for f, p, d in zip(hashed, store_pos, store_dist) if p >= 0})
+    store_pos, store_dist = index.nearest_within(codes, verify_radius)
+    near_store = {id(f): (store_hashes[p], int(d)) for f, p, d in zip(hashed, store_pos, store_dist) if p >= 0}
     position = {id(f): i for i, f in enumerate(hashed)}
     neighbours: dict[int, list[int]] = defaultdict(list)
     for i, j in pairs_within(codes, verify_radius):
@@ -254,6 +262,8 @@ def dedupe_partition(
     copied = 0
     ki = 0
     for n, frame in enumerate(todo):
+        if progress and n % 200 == 0:
+            progress(total + n, 2 * total)
         row = frame.row
         video = (row["source"], row["video_id"])
         while ki < len(kept_accepted) and _order_key(kept_accepted[ki]) < _order_key(row):
@@ -299,19 +309,18 @@ def dedupe_partition(
         accepted_new[me] = True
         orb.push(video, row["rel_path"], frame.path)
         if not dry_run:
+            if category is not None:
+                store.claim(category, row["dhash"], row["rel_path"])
             copied += store.put_file(frame.path, row["dhash"])
-        if progress and (n + 1) % 200 == 0:
-            progress(n + 1, total)
 
+    if progress and total:
+        progress(2 * total, 2 * total)
     if not dry_run:
         for rec in kept:  # self-heal: an accepted frame whose stored copy went missing is copied again
             if rec["status"] == ACCEPTED and not store.has(rec["dhash"]):
                 src = Path(workdir) / rec["rel_path"]
                 if src.is_file():
                     copied += store.put_file(src, rec["dhash"])
-        now_accepted = {r["dhash"] for r in (f.row for f in todo) if r["status"] == ACCEPTED}
-        for h in released - now_accepted:  # our own entries that no frame claims any more
-            store.remove(h)
 
     rows = kept + [f.row for f in todo]
     table = to_table(rows)

@@ -33,7 +33,7 @@ class ImageStore:
     def has(self, dhash_hex: str) -> bool:
         return self.path_for(dhash_hex).is_file()
 
-    def put_file(self, source: Path | bytes, dhash_hex: str) -> bool:
+    def put_file(self, source: Path, dhash_hex: str) -> bool:
         """Copy a frame byte-for-byte into the store; False if that name was already there."""
         final = self.path_for(dhash_hex)
         if final.exists():
@@ -51,8 +51,30 @@ class ImageStore:
             os.unlink(tmp)
         return True
 
-    def remove(self, dhash_hex: str) -> None:
-        self.path_for(dhash_hex).unlink(missing_ok=True)
+    def _claims_path(self, category: str) -> Path:
+        return self.dataset_dir / ".index" / "claims" / f"{category}.tsv"
+
+    def claim(self, category: str, dhash_hex: str, rel_path: str) -> None:
+        """Journal that a frame of ``category`` owns ``dhash_hex``, *before* the file is copied.
+
+        The category's table is written only when its run ends; if the run dies first, the journal
+        tells the next run that these stored files are its own frames, not duplicates of them.
+        """
+        path = self._claims_path(category)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(f"{dhash_hex}\t{rel_path}\n")
+
+    def claims(self, category: str) -> dict[str, set[str]]:
+        """rel_path -> the hashes its frames have claimed (a frame changed and re-accepted claims several)."""
+        path = self._claims_path(category)
+        out: dict[str, set[str]] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                h, _, rel = line.partition("\t")
+                if rel:
+                    out.setdefault(rel, set()).add(h)
+        return out
 
     def hashes(self) -> list[str]:
         """Every accepted hash (the file names), in no particular order."""

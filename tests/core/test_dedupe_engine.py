@@ -204,3 +204,37 @@ def test_a_100_megapixel_frame_is_hashed_at_reduced_size(dirs):
     table = _run(workdir, dataset, "huge").table
     row = table.iloc[0]
     assert (row.status, row.width, row.height) == ("accepted", 10000, 10000)
+
+
+def test_a_run_killed_before_its_table_was_written_reclaims_its_stored_frames(dirs):
+    """Copies happen during the run, the table at its end: the claims journal bridges a kill in between."""
+    workdir, dataset = dirs
+    for i, name in enumerate(["astronaut", "coffee", "rocket"]):
+        _write(workdir, f"yt/mix/v{i}_0.jpg", photo(name, (W, H)))
+    _run(workdir, dataset, "mix")  # its table is "lost": the next run gets previous=None
+    again = _run(workdir, dataset, "mix")
+    assert list(again.table.status) == ["accepted"] * 3, again.table[["rel_path", "reason", "detail"]]
+    assert len(list((dataset / "images").glob("*.jpg"))) == 3
+
+
+def test_dry_run_rows_are_decided_again_by_a_real_run(dirs):
+    workdir, dataset = dirs
+    _write(workdir, "yt/a/v_0.jpg", photo("chelsea", (W, H)))
+    dry = _run(workdir, dataset, "a", dry_run=True)
+    real = _run(workdir, dataset, "a", previous=dry.table)
+    assert real.processed == 1 and real.copied == 1
+    assert (dataset / "images" / f"{real.table.iloc[0].dhash}.jpg").is_file()
+
+
+def test_read_errors_are_retried_even_when_the_file_kept_its_mtime(dirs):
+    workdir, dataset = dirs
+    path = _write(workdir, "yt/a/v_0.jpg", b"")
+    st = path.stat()
+    first = _run(workdir, dataset, "a")
+    assert first.table.iloc[0].reason == "decode_error"
+    data = jpeg_bytes(photo("coffee", (W, H)))
+    path.write_bytes(data)
+    # same size and mtime as far as the fingerprint goes would still be re-read: decode errors are never reused
+    second = _run(workdir, dataset, "a", previous=first.table)
+    assert second.processed == 1 and second.table.iloc[0].status == "accepted"
+    assert st.st_size == 0
