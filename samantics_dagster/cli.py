@@ -102,6 +102,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def cmd_add_partitions(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from samantics_dagster.core.catalog import list_categories
+    from samantics_dagster.partitions import category_partitions
+
+    workdir = Path(args.workdir or os.environ.get("GRABBY_WORKDIR") or "")
+    if not workdir.is_dir():
+        raise CliError(f"GRABBY_WORKDIR {str(workdir) or '(unset)'} is not a folder: pass --workdir or set GRABBY_WORKDIR")
+    if not os.environ.get("DAGSTER_HOME"):
+        raise CliError("DAGSTER_HOME is not set: point it at your Dagster instance folder")
+    with DagsterInstance.get() as instance:
+        existing = set(instance.get_dynamic_partitions(category_partitions.name))
+        new = [c for c in list_categories(workdir) if c not in existing]
+        if new:
+            instance.add_dynamic_partitions(category_partitions.name, new)
+    print(f"added {len(new)} categories: {', '.join(new) or '-'} ({len(existing)} were there)")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from samantics_dagster.core.status import status_table
 
@@ -125,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--no-serve", action="store_true", help="stop after materialising (no UI)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("add-partitions", help="add every category folder of the workdir as a `category` partition")
+    p.add_argument("--workdir", help="overrides GRABBY_WORKDIR")
+    p.set_defaults(func=cmd_add_partitions)
 
     p = sub.add_parser("status", help="per category and stage: frames accepted, rejected, pending")
     p.add_argument("--dataset-dir", help="overrides DATASET_DIR")

@@ -108,3 +108,14 @@ def test_dagster_cli_materialises_a_partition(sample, dataset_env, tmp_path):
     assert (table.status == "accepted").sum() > 0
     with DagsterInstance.from_config(str(home)) as inst:
         assert inst.get_latest_materialization_event(AssetKey("deduped_images")) is not None
+
+
+def test_a_missing_workdir_fails_with_a_clear_error(sample, dataset_env, instance, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRABBY_WORKDIR", str(tmp_path / "not-mounted"))
+    instance.add_dynamic_partitions(category_partitions.name, ["gym"])
+    result = materialize(ASSETS[:1], instance=instance, partition_key="gym", resources=defs.resources,
+                         raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    text = failure.event_specific_data.error.to_string()
+    assert "not-mounted" in text and "GRABBY_WORKDIR" in text

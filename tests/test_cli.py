@@ -46,3 +46,22 @@ def test_errors_are_one_line_with_a_non_zero_exit(tmp_path):
     (tmp_path / "busy" / "x").write_text("x")
     proc = _run("make-sample", str(tmp_path / "busy"))
     assert proc.returncode == 2 and "not empty" in proc.stderr
+
+
+def test_add_partitions_adds_each_category_folder_once(tmp_path, sample):
+    from dagster import DagsterInstance
+
+    workdir, _ = sample
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {"DAGSTER_HOME": str(home), "GRABBY_WORKDIR": str(workdir)}
+    first = _run("add-partitions", env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("added 3 categories")
+    second = _run("add-partitions", env=env)
+    assert second.stdout.startswith("added 0 categories")
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert sorted(instance.get_dynamic_partitions("category")) == ["gym", "kitchen", "street"]
+    missing = _run("add-partitions", env={**env, "GRABBY_WORKDIR": str(tmp_path / "nope")})
+    assert missing.returncode == 2 and "GRABBY_WORKDIR" in missing.stderr

@@ -24,7 +24,14 @@ def largest_videos(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
 )
 def ingress_frames(context: AssetExecutionContext, dataset: DatasetResource) -> Output[pd.DataFrame]:
     category = context.partition_key
+    if not dataset.workdir_path.is_dir():
+        raise FileNotFoundError(
+            f"GRABBY_WORKDIR {dataset.workdir_path} is not a folder: set GRABBY_WORKDIR to grabby's output "
+            "(the folder holding {source}/{category}/ frames), or mount it"
+        )
     table = frames_to_table(scan_category(dataset.workdir_path, category))
+    if table.empty:
+        context.log.warning(f"no frames for {category!r} in any source under {dataset.workdir_path}")
     unparsed = table[table["parse_error"].notna()]
     for row in unparsed.head(20).itertuples():
         context.log.warning(f"{row.rel_path}: {row.parse_error}")

@@ -86,7 +86,8 @@ def sam3_labels(
         retry_failed=config.retry_failed, progress=ProgressLog(context.log.info, f"label {category}", "images"),
         log=context.log.info,
     )
-    write_jsonl(labels_jsonl_records(dataset.tables("sam3_labels")), dataset.dataset_path / "labels.jsonl")
+    with dataset.lock("labels.jsonl"):  # runs of several categories rebuild it; the last must see all tables
+        write_jsonl(labels_jsonl_records(dataset.tables("sam3_labels")), dataset.dataset_path / "labels.jsonl")
     table = result.table
     failed = table[table.status == "failed"]
     by_name = {str(c.id): c.name for c in spec.categories}

@@ -181,7 +181,7 @@ def label_partition(
             try:
                 out.append((rec, load_image(store.path_for(rec["dhash"])), None))
             except Exception as exc:  # noqa: BLE001 - any decode failure is recorded per image
-                out.append((rec, None, f"cannot read images/{rec['dhash']}.jpg ({exc}); re-run deduped_images to restore it"))
+                out.append((rec, None, f"cannot read images/{rec['dhash']}.jpg ({exc}); re-run deduped_images to restore it, then sam3_labels with retry_failed"))
         return out
 
     batches = [todo[i:i + image_batch] for i in range(0, len(todo), image_batch)]

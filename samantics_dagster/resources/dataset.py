@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 from dagster import ConfigurableResource
+from filelock import FileLock
 
 from samantics_dagster.core.store import ImageStore
 from samantics_dagster.core.tables import read_all, read_table, table_path
@@ -29,6 +30,12 @@ class DatasetResource(ConfigurableResource):
 
     def store(self) -> ImageStore:
         return ImageStore(self.dataset_path)
+
+    def lock(self, name: str) -> FileLock:
+        """A lock file under {DATASET_DIR}/.locks/ shared by every process that writes ``name``."""
+        folder = self.dataset_path / ".locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(folder / f"{name}.lock"))
 
     def table(self, asset: str, category: str) -> pd.DataFrame | None:
         """A partition's last written table (``None`` before its first materialisation)."""
