@@ -155,6 +155,16 @@ class _OrbMatcher:
         return self.first_duplicate(feats, reversed(self.windows[video]))
 
 
+_READ_FAILURES = ("cannot read frame", "frame vanished")
+
+
+def _read_failure(row: dict) -> bool:
+    """A failure to *read* (permissions, a file being moved) can be fixed without changing the file's
+    size or mtime, so it is tried again; content errors are not: same bytes, same error."""
+    detail = row.get("detail")
+    return row.get("reason") == "decode_error" and isinstance(detail, str) and detail.startswith(_READ_FAILURES)
+
+
 def _order_key(row: dict) -> tuple:
     ts = row["timestamp_ms"]
     return (row["source"], row["video_id"] or "", -1 if ts is None or pd.isna(ts) else int(ts), row["rel_path"])
@@ -209,7 +219,7 @@ def dedupe_partition(
         }
         old = prev.get(rec["rel_path"])
         if (old is not None and old["bytes"] == rec["bytes"] and old["mtime_ns"] == rec["mtime_ns"]
-                and old["reason"] != "decode_error"):  # read errors may be fixed without touching mtime
+                and not _read_failure(old)):
             kept.append({k: old.get(k) for k in DEDUPE_COLUMNS})
             reused += 1
             continue

@@ -226,15 +226,16 @@ def test_dry_run_rows_are_decided_again_by_a_real_run(dirs):
     assert (dataset / "images" / f"{real.table.iloc[0].dhash}.jpg").is_file()
 
 
-def test_read_errors_are_retried_even_when_the_file_kept_its_mtime(dirs):
+def test_read_errors_are_retried_but_content_errors_are_not(dirs):
+    """A permission fix doesn't change size or mtime, so read failures are tried again; a corrupt file is not."""
     workdir, dataset = dirs
-    path = _write(workdir, "yt/a/v_0.jpg", b"")
-    st = path.stat()
+    _write(workdir, "yt/a/good_0.jpg", photo("coffee", (W, H)))
+    _write(workdir, "yt/a/bad_0.jpg", jpeg_bytes(photo("rocket", (W, H)))[:4000])
     first = _run(workdir, dataset, "a")
-    assert first.table.iloc[0].reason == "decode_error"
-    data = jpeg_bytes(photo("coffee", (W, H)))
-    path.write_bytes(data)
-    # same size and mtime as far as the fingerprint goes would still be re-read: decode errors are never reused
-    second = _run(workdir, dataset, "a", previous=first.table)
-    assert second.processed == 1 and second.table.iloc[0].status == "accepted"
-    assert st.st_size == 0
+    assert first.table.set_index("rel_path").loc["yt/a/bad_0.jpg", "reason"] == "decode_error"
+    previous = first.table.copy()
+    good = previous.rel_path == "yt/a/good_0.jpg"
+    previous.loc[good, ["status", "reason", "detail"]] = ["rejected", "decode_error", "cannot read frame (Permission denied); fix it"]
+    second = _run(workdir, dataset, "a", previous=previous)
+    assert second.processed == 1 and second.reused == 1  # good_0 read again, bad_0's content error kept
+    assert second.table.set_index("rel_path").loc["yt/a/good_0.jpg", "status"] == "accepted"
