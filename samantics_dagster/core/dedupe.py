@@ -156,6 +156,18 @@ class _OrbMatcher:
 
 
 _READ_FAILURES = ("cannot read frame", "frame vanished")
+_CHANGED = "cannot read frame: it changed while being deduped (grabby still writing?); it is read again next run"
+
+
+def _same_bytes(path: Path, digest: str | None) -> bytes | None:
+    """The file's bytes if they are still the ones that were hashed: the store must hold exactly those."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if digest is not None and hashlib.blake2b(data, digest_size=16).hexdigest() != digest:
+        return None
+    return data
 
 
 def _read_failure(row: dict) -> bool:
@@ -315,22 +327,26 @@ def dedupe_partition(
             if hit is not None:
                 row.update(status=REJECTED, reason="orb", dup_of=hit[0], detail=hit[1])
                 continue
+        if not dry_run:
+            data = _same_bytes(frame.path, frame.digest)
+            if data is None:
+                row.update(status=REJECTED, reason="decode_error", detail=_CHANGED)
+                continue
+            if category is not None:
+                store.claim(category, row["dhash"], row["rel_path"])
+            copied += store.put_bytes(data, row["dhash"])
         row.update(status=ACCEPTED, reason=None)
         accepted_new[me] = True
         orb.push(video, row["rel_path"], frame.path)
-        if not dry_run:
-            if category is not None:
-                store.claim(category, row["dhash"], row["rel_path"])
-            copied += store.put_file(frame.path, row["dhash"])
 
     if progress and total:
         progress(2 * total, 2 * total)
     if not dry_run:
         for rec in kept:  # self-heal: an accepted frame whose stored copy went missing is copied again
             if rec["status"] == ACCEPTED and not store.has(rec["dhash"]):
-                src = Path(workdir) / rec["rel_path"]
-                if src.is_file():
-                    copied += store.put_file(src, rec["dhash"])
+                data = _same_bytes(Path(workdir) / rec["rel_path"], rec.get("content_hash"))
+                if data is not None:  # a changed source is decided again next run (its mtime moved)
+                    copied += store.put_bytes(data, rec["dhash"])
 
     rows = kept + [f.row for f in todo]
     table = to_table(rows)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 from contextlib import contextmanager
 from collections.abc import Iterator
@@ -33,16 +32,16 @@ class ImageStore:
     def has(self, dhash_hex: str) -> bool:
         return self.path_for(dhash_hex).is_file()
 
-    def put_file(self, source: Path, dhash_hex: str) -> bool:
-        """Copy a frame byte-for-byte into the store; False if that name was already there."""
+    def put_bytes(self, data: bytes, dhash_hex: str) -> bool:
+        """Store a frame's exact bytes under its hash; False if that name was already there."""
         final = self.path_for(dhash_hex)
         if final.exists():
             return False
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".jpg")
-        os.close(fd)
         try:
-            shutil.copyfile(source, tmp)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
             try:
                 os.link(tmp, final)
             except FileExistsError:

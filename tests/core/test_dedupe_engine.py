@@ -239,3 +239,19 @@ def test_read_errors_are_retried_but_content_errors_are_not(dirs):
     second = _run(workdir, dataset, "a", previous=previous)
     assert second.processed == 1 and second.reused == 1  # good_0 read again, bad_0's content error kept
     assert second.table.set_index("rel_path").loc["yt/a/good_0.jpg", "status"] == "accepted"
+
+
+def test_the_store_never_holds_bytes_other_than_the_ones_hashed(dirs):
+    """A source rewritten behind the fingerprint's back (same size and mtime) is not copied under the old hash."""
+    workdir, dataset = dirs
+    path = _write(workdir, "yt/a/v_0.jpg", photo("astronaut", (W, H)))
+    st = path.stat()
+    first = _run(workdir, dataset, "a")
+    stored = dataset / "images" / f"{first.table.iloc[0].dhash}.jpg"
+    stored.unlink()
+    data = bytearray(path.read_bytes())
+    data[1000] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = _run(workdir, dataset, "a", previous=first.table)
+    assert second.copied == 0 and not stored.exists()
