@@ -6,6 +6,7 @@ import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from samantics_dagster.assets.dedupe import deduped_images
+from samantics_dagster.assets.metadata import md_table
 from samantics_dagster.core.hamming import hamming, hex_to_codes, pairs_within
 from samantics_dagster.partitions import category_partitions
 from samantics_dagster.resources.dataset import DatasetResource
@@ -59,5 +60,5 @@ def no_near_duplicates_accepted(context: AssetCheckExecutionContext, dataset: Da
         passed=violations.empty,
         severity=AssetCheckSeverity.WARN,
         metadata={"accepted_in_dataset": n_accepted, "violations": len(violations),
-                  "examples": MetadataValue.md(violations.head(10).to_markdown(index=False) if len(violations) else "none")},
+                  "examples": md_table(violations)},
     )

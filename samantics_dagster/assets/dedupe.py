@@ -4,9 +4,10 @@
 import time
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, Config, Output, asset
 from pydantic import Field
 
+from samantics_dagster.assets.metadata import md_table
 from samantics_dagster.core.dedupe import DedupeSettings, dedupe_partition
 from samantics_dagster.core.orb import OrbSettings
 from samantics_dagster.core.progress import ProgressLog
@@ -86,7 +87,6 @@ def deduped_images(
             "store_bytes": store.total_bytes(),
             "dry_run": config.dry_run,
             "settings": settings.fingerprint(),
-            "bad_frames": MetadataValue.md(errors[["rel_path", "reason", "detail"]].head(20).to_markdown(index=False))
-            if len(errors) else MetadataValue.md("none"),
+            "bad_frames": md_table(errors[["rel_path", "reason", "detail"]], limit=20),
         },
     )

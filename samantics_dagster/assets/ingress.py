@@ -2,8 +2,9 @@
 
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, Output, asset
 
+from samantics_dagster.assets.metadata import md_table
 from samantics_dagster.core.catalog import frames_to_table, scan_category
 from samantics_dagster.partitions import category_partitions
 from samantics_dagster.resources.dataset import DatasetResource
@@ -44,6 +45,6 @@ def ingress_frames(context: AssetExecutionContext, dataset: DatasetResource) -> 
             "videos": int(table.dropna(subset=["video_id"]).groupby(["source", "video_id"]).ngroups),
             "unparsed": len(unparsed),
             "bytes": int(table["bytes"].sum()),
-            "largest_videos": MetadataValue.md(largest_videos(table).to_markdown(index=False)),
+            "largest_videos": md_table(largest_videos(table)),
         },
     )

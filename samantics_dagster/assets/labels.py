@@ -6,6 +6,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
+from samantics_dagster.assets.metadata import md_table
 from samantics_dagster.core.labeling import (
     PASSENGER, LabelSettings, label_partition, labels_jsonl_records, load_image, make_segmenter,
 )
@@ -113,7 +114,6 @@ def sam3_labels(
             "queries_fingerprint": queries.fingerprint(),
             "labeler": labeler,
             **({"relabelled_because": result.relabel_reason} if result.relabel_reason else {}),
-            "failures": MetadataValue.md(failed[["dhash", "rel_path", "error"]].head(10).to_markdown(index=False))
-            if len(failed) else MetadataValue.md("none"),
+            "failures": md_table(failed[["dhash", "rel_path", "error"]]),
         },
     )

@@ -83,6 +83,11 @@ def _hex(code: int) -> str:
     return f"{code:016x}"
 
 
+def _digest(data: bytes) -> str:
+    """Content digest for exact-duplicate detection and for checking a file didn't change mid-run."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def _read_and_hash(frame: _Frame) -> _Frame:
     try:
         data = frame.path.read_bytes()
@@ -92,7 +97,7 @@ def _read_and_hash(frame: _Frame) -> _Frame:
         else:
             frame.error = f"cannot read frame ({exc.strerror}); fix the file's permissions and re-run"
         return frame
-    frame.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    frame.digest = _digest(data)
     try:
         h = frame_dhash(data)
     except FrameDecodeError as exc:
@@ -165,7 +170,7 @@ def _same_bytes(path: Path, digest: str | None) -> bytes | None:
         data = path.read_bytes()
     except OSError:
         return None
-    if digest is not None and hashlib.blake2b(data, digest_size=16).hexdigest() != digest:
+    if digest is not None and _digest(data) != digest:
         return None
     return data
 
@@ -251,7 +256,7 @@ def dedupe_partition(
     if category is not None:
         released |= {h for rel, hashes in store.claims(category).items() if rel in redo for h in hashes}
 
-    # Phase 1 (parallel: Pillow's decoder releases the GIL): read, digest, dhash.
+    # Phase 1 (parallel: OpenCV's JPEG decode releases the GIL): read, digest, dhash.
     total = len(todo)
     done = 0
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:

@@ -11,14 +11,19 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from contextlib import contextmanager
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
 
 _NAME = re.compile(r"^[0-9a-f]{16}\.jpg$")
+
+
+def dataset_lock(dataset_dir: Path, name: str) -> FileLock:
+    """A lock file ``{DATASET_DIR}/.locks/{name}.lock`` shared by every process that writes ``name``."""
+    folder = Path(dataset_dir) / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder / f"{name}.lock"))
 
 
 class ImageStore:
@@ -92,10 +97,6 @@ class ImageStore:
         with os.scandir(self.root) as entries:
             return sum(e.stat().st_size for e in entries if _NAME.match(e.name))
 
-    @contextmanager
-    def dedupe_lock(self, timeout_s: float = -1) -> Iterator[None]:
+    def dedupe_lock(self) -> FileLock:
         """Serialise global dedupe across processes (the Dagster pool does it across runs of one instance)."""
-        lock_dir = self.dataset_dir / ".locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(lock_dir / "dedupe.lock"), timeout=timeout_s):
-            yield
+        return dataset_lock(self.dataset_dir, "dedupe")

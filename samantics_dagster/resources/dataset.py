@@ -7,7 +7,7 @@ import pandas as pd
 from dagster import ConfigurableResource
 from filelock import FileLock
 
-from samantics_dagster.core.store import ImageStore
+from samantics_dagster.core.store import ImageStore, dataset_lock
 from samantics_dagster.core.tables import read_all, read_table, table_path
 
 
@@ -32,10 +32,7 @@ class DatasetResource(ConfigurableResource):
         return ImageStore(self.dataset_path)
 
     def lock(self, name: str) -> FileLock:
-        """A lock file under {DATASET_DIR}/.locks/ shared by every process that writes ``name``."""
-        folder = self.dataset_path / ".locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(folder / f"{name}.lock"))
+        return dataset_lock(self.dataset_path, name)
 
     def table(self, asset: str, category: str) -> pd.DataFrame | None:
         """A partition's last written table (``None`` before its first materialisation)."""
