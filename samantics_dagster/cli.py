@@ -37,8 +37,9 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
 
 
 def materialize_all(categories: list[str], show_progress: bool = True) -> None:
-    """Add every category as a partition and materialise all assets for it, on the instance in $DAGSTER_HOME."""
-    from dagster import DagsterInstance, materialize
+    """Add every category as a partition, run the per-category job for each, then the merged export,
+    on the instance in $DAGSTER_HOME: the same jobs a sensor or a backfill launches."""
+    from dagster import DagsterInstance
     from tqdm import tqdm
 
     from samantics_dagster.definitions import defs
@@ -49,14 +50,18 @@ def materialize_all(categories: list[str], show_progress: bool = True) -> None:
     new = [c for c in categories if c not in existing]
     if new:
         instance.add_dynamic_partitions(category_partitions.name, new)
-    assets = list(defs.assets or []) + list(defs.asset_checks or [])
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # every line is in the UI's run page
+    tags = {"samantics/source": "demo"}
+    job = defs.resolve_job_def("category_pipeline")
     for category in tqdm(categories, desc="materialising", unit="category", disable=not show_progress):
-        # The console gets warnings only; every log line is in the run's page in the UI.
-        result = materialize(assets, instance=instance, partition_key=category, resources=defs.resources,
-                             raise_on_error=False, tags={"samantics/source": "demo"},
-                             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        result = job.execute_in_process(instance=instance, partition_key=category, run_config=quiet,
+                                        tags=tags, raise_on_error=False)
         if not result.success:
             raise CliError(f"the run for category {category!r} failed; open the Dagster UI (runs tab) for its log")
+    result = defs.resolve_job_def("coco_export").execute_in_process(instance=instance, run_config=quiet, tags=tags,
+                                                                 raise_on_error=False)
+    if not result.success:
+        raise CliError("the coco_export run failed; open the Dagster UI (runs tab) for its log")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -122,10 +127,130 @@ def cmd_add_partitions(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from samantics_dagster.core.status import status_table
+def _show(df, empty: str) -> None:
+    print(df.to_string(index=False) if len(df) else empty)
 
-    print(status_table(_dataset_dir(args)).to_string(index=False))
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from samantics_dagster.core import status
+
+    dataset = _dataset_dir(args)
+    if not (dataset / "tables").is_dir():
+        raise CliError(f"{dataset} has no tables/ yet: materialise the assets first (`samantics demo` or the Dagster UI)")
+    if args.failed:
+        _show(status.failed_labels(dataset), "no failed labelling")
+    elif args.videos:
+        _show(status.top_videos(dataset, args.limit), "no videos yet")
+    else:
+        _show(status.status_table(dataset), "no categories yet")
+    return 0
+
+
+def _spec(path: str | None, required: bool):
+    from samantics_dagster.core.queries import SpecError, load_spec
+
+    candidate = Path(path) if path else (Path(os.environ["DATASET_DIR"]) / "coco-spec.json" if os.environ.get("DATASET_DIR") else None)
+    if candidate is None or not candidate.is_file():
+        if required or path:
+            raise CliError(f"no spec at {candidate or '(none given)'}: pass --spec coco-spec.json (or set DATASET_DIR)")
+        return None
+    try:
+        return load_spec(candidate)
+    except SpecError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from samantics_dagster.core import records
+
+    files = [Path(f) for f in args.files] or [_dataset_dir(args) / "labels.jsonl"]
+    spec = _spec(args.spec, required=False)
+    try:
+        by_split = {f.stem if len(files) > 1 else "all": records.read_jsonl(f) for f in files}
+        summary, classes = records.stats(by_split, spec, keep_empty=args.keep_empty, keep_only_person=args.keep_only_person)
+    except records.RecordError as exc:
+        raise CliError(str(exc)) from None
+    _show(summary, "no records")
+    print()
+    _show(classes, "no instances")
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from samantics_dagster.core import records
+    from samantics_dagster.core.split import assign_splits, parse_ratios, split_shares
+
+    test = None
+    if args.test_out:
+        if args.test_pct is None and args.val is None:
+            raise CliError("a test split needs --val (test gets the rest) or --test")
+        test = args.test_pct if args.test_pct is not None else 100.0 - args.train - args.val
+    elif args.test_pct:
+        raise CliError("--test needs a test_out file after val_out")
+    try:
+        ratios = parse_ratios(args.train, args.val, test)
+        recs = records.read_jsonl(Path(args.input))
+    except (ValueError, records.RecordError) as exc:
+        raise CliError(str(exc)) from None
+    keys = [f"{n}:{records.key(r)}" for n, r in enumerate(recs)]
+    groups = [records.video(r) for r in recs]
+    labels = [str(min(r["category_ids"])) if r.get("category_ids") else None for r in recs]
+    assignment = assign_splits(keys, groups, labels, ratios, seed=args.seed)
+    outputs = {"train": args.train_out, "val": args.val_out, "test": args.test_out}
+    for split, out in outputs.items():
+        if out:
+            n = records.write_jsonl((r for k, r in zip(keys, recs) if assignment[k] == split), Path(out))
+            print(f"{split}: {n} records -> {out}")
+    shares = split_shares(assignment)
+    print("frame shares: " + ", ".join(f"{s} {v:.1%}" for s, v in shares.items()) +
+          f" (grouped by video: {len(set(groups) - {None})} videos never split)")
+    return 0
+
+
+def cmd_to_coco(args: argparse.Namespace) -> int:
+    from samantics_dagster.core import records
+    from samantics_dagster.core.coco import validate_coco, write_json_atomic
+
+    spec = _spec(args.spec, required=True)
+    try:
+        coco = records.to_coco(records.read_jsonl(Path(args.input)), spec, Path(args.image_root or Path(args.input).parent))
+    except records.RecordError as exc:
+        raise CliError(str(exc)) from None
+    out = Path(args.output)
+    write_json_atomic(coco, out)
+    problems = validate_coco(out, None, spec)
+    print(f"{out}: {len(coco['images'])} images, {len(coco['annotations'])} annotations, {len(coco['categories'])} categories")
+    for problem in problems[:20]:
+        print(f"  problem: {problem}", file=sys.stderr)
+    if problems:
+        raise CliError(f"{len(problems)} problems in {out} (listed above); fix the labels or the spec and run again")
+    return 0
+
+
+def cmd_import_legacy(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from samantics_dagster.core.legacy import LegacyImportError, import_legacy
+
+    dataset = _dataset_dir(args)
+    bar = tqdm(desc="importing", unit="frame", disable=args.quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        report = import_legacy(Path(args.data_root), dataset, dry_run=args.dry_run, progress=progress)
+    except LegacyImportError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        bar.close()
+    _show(report.summary(), "nothing to import")
+    for problem in report.problems[:20]:
+        print(f"  problem: {problem}", file=sys.stderr)
+    if args.dry_run:
+        print("dry run: nothing was written")
     return 0
 
 
@@ -150,9 +275,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="overrides GRABBY_WORKDIR")
     p.set_defaults(func=cmd_add_partitions)
 
-    p = sub.add_parser("status", help="per category and stage: frames accepted, rejected, pending")
+    p = sub.add_parser("status", help="per category and stage: pending, accepted, rejected, done, failed, included, excluded")
     p.add_argument("--dataset-dir", help="overrides DATASET_DIR")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--failed", action="store_true", help="list failed labelling with its error")
+    which.add_argument("--videos", action="store_true", help="the videos that gave the most accepted frames")
+    p.add_argument("--limit", type=int, default=20, help="rows for --videos")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("stats", help="images and instances per class and split of labels.jsonl files (the old stats.py)")
+    p.add_argument("files", nargs="*", help="jsonl files, one per split (default: $DATASET_DIR/labels.jsonl)")
+    p.add_argument("--dataset-dir", help="overrides DATASET_DIR")
+    p.add_argument("--spec", help="coco-spec.json for class names (default: the dataset's)")
+    p.add_argument("--keep-empty", action="store_true", help="count images without detections")
+    p.add_argument("--keep-only-person", action="store_true", help="count images whose only detections are people")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("split", help="split a labels.jsonl into train/val(/test) by video (the old split.py)")
+    p.add_argument("input")
+    p.add_argument("train_out")
+    p.add_argument("val_out")
+    p.add_argument("test_out", nargs="?")
+    p.add_argument("--train", type=float, default=85.0, help="percent of frames for train (default 85)")
+    p.add_argument("--val", type=float, help="percent for val (default: the rest, or what test leaves)")
+    p.add_argument("--test", dest="test_pct", type=float, help="percent for test (needs test_out; default: the rest)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("to-coco", help="a COCO instances file from a labels.jsonl (the old to_coco.py)")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--spec", help="coco-spec.json (default: $DATASET_DIR/coco-spec.json)")
+    p.add_argument("--image-root", help="folder the records' `image` paths are relative to (default: the input's folder)")
+    p.set_defaults(func=cmd_to_coco)
+
+    p = sub.add_parser("import-legacy", help="bring an old samantics dataset into the tables and store, re-running nothing")
+    p.add_argument("--data-root", required=True, help="the old dataset (pipeline.db + images/ + labels.jsonl, or 01-selection/ ...)")
+    p.add_argument("--dataset-dir", help="overrides DATASET_DIR")
+    p.add_argument("--dry-run", action="store_true", help="report what would be imported; write nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_import_legacy)
     return parser
 
 

@@ -7,6 +7,10 @@ only, never rejected ones, so near-duplicate chains (A~B~C) can't merge distinct
 
 Resumable: a frame whose (bytes, mtime_ns) and the settings fingerprint match the previous table keeps
 its row and is not read again; a changed setting redoes the partition.
+
+Rows brought in by ``core/legacy.py`` (``settings`` starting with ``imported:``) carry no stat fingerprint
+of the workdir file: a frame still in the workdir adopts its imported row when the file has the same size
+and content digest as the imported copy (read, never decoded); otherwise it is decided again.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ DEDUPE_COLUMNS = [
     "status", "reason", "dup_of", "detail", "dhash", "width", "height", "dhash_threshold", "settings",
 ]
 ACCEPTED, REJECTED = "accepted", "rejected"
+IMPORTED_SETTINGS = "imported:"  # prefix of the ``settings`` of rows written by the legacy import
 
 ProgressFn = Callable[[int, int], None]
 _MAX_VERIFY = 3  # dhash candidates confirmed by ORB per frame, nearest first
@@ -190,8 +195,23 @@ def _order_key(row: dict) -> tuple:
 def _previous_rows(previous: pd.DataFrame | None, fingerprint: str) -> dict[str, dict]:
     if previous is None or previous.empty or "settings" not in previous.columns:
         return {}
-    same = previous[previous["settings"] == fingerprint]
+    same = previous[(previous["settings"] == fingerprint)
+                    | previous["settings"].fillna("").str.startswith(IMPORTED_SETTINGS)]
     return {r["rel_path"]: r for r in same.to_dict("records")}
+
+
+def _imported(row: dict) -> bool:
+    settings = row.get("settings")
+    return isinstance(settings, str) and settings.startswith(IMPORTED_SETTINGS)
+
+
+def _is_imported_copy(row: dict, path: Path) -> bool:
+    """Whether the workdir file is byte-for-byte the frame an imported row was made from."""
+    digest = row.get("content_hash")
+    if not isinstance(digest, str) or row.get("bytes") != path.stat().st_size:
+        return False
+    data = _same_bytes(path, digest)
+    return data is not None
 
 
 def dedupe_partition(
@@ -235,6 +255,20 @@ def dedupe_partition(
             "settings": fingerprint,
         }
         old = prev.get(rec["rel_path"])
+        if old is not None and _imported(old):
+            try:
+                same = _is_imported_copy(old, Path(workdir) / rec["rel_path"])
+            except OSError:
+                same = False
+            if same:
+                adopted = {k: old.get(k) for k in DEDUPE_COLUMNS}
+                if not dry_run:  # a dry run keeps the imported row as it is, for the real run to adopt
+                    adopted.update(mtime_ns=rec["mtime_ns"], settings=fingerprint,
+                                   dhash_threshold=settings.dhash_threshold)
+                kept.append(adopted)
+                reused += 1
+                continue
+            old = None  # a different file under the imported name: decided again
         if (old is not None and old["bytes"] == rec["bytes"] and old["mtime_ns"] == rec["mtime_ns"]
                 and not _read_failure(old)):
             kept.append({k: old.get(k) for k in DEDUPE_COLUMNS})
