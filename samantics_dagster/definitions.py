@@ -11,7 +11,6 @@ from samantics_dagster.assets.dedupe import deduped_images
 from samantics_dagster.assets.export import coco_dataset
 from samantics_dagster.assets.ingress import ingress_frames
 from samantics_dagster.assets.labels import sam3_labels
-from samantics_dagster.partitions import category_partitions
 from samantics_dagster.resources.dataset import DatasetResource
 from samantics_dagster.resources.io_manager import ParquetTableIOManager
 from samantics_dagster.resources.sam3 import Sam3Resource
@@ -20,7 +19,7 @@ CATEGORY_ASSETS = [ingress_frames, deduped_images, sam3_labels, curated_coco]
 
 # One category from frames to its COCO files: what a sensor or a backfill launches per partition.
 category_pipeline = define_asset_job(
-    "category_pipeline", selection=AssetSelection.assets(*CATEGORY_ASSETS), partitions_def=category_partitions,
+    "category_pipeline", selection=AssetSelection.assets(*CATEGORY_ASSETS),
     description="ingress_frames -> deduped_images -> sam3_labels -> curated_coco for one category, with their checks.",
 )
 export_job = define_asset_job(

@@ -53,6 +53,10 @@ def curated_coco(
         previous = split_of_groups(dataset.tables("curated_coco"), skip=category if config.resplit else None)
         curated = curate_partition(sam3_labels, deduped_images, spec, settings, previous, category=category)
         write_table(curated.table, table_path(dataset.dataset_path, "curated_coco", category))
+    if curated.resplit_videos:
+        context.log.warning(f"{len(curated.resplit_videos)} videos were in a split these ratios lack and were split "
+                            f"again (e.g. {curated.resplit_videos[:3]}); the coco_dataset leak check will flag any "
+                            "that another category keeps in the old split")
     folder = dataset.dataset_path / "coco" / category
     counts = {}
     for split in SPLITS:

@@ -56,6 +56,7 @@ class Curated:
     table: pd.DataFrame  # CURATE_COLUMNS, one row per accepted frame
     frames: dict[str, list[CocoFrame]]  # split -> included frames with their kept instances
     dropped_instances: Counter  # reason -> instances removed from included frames
+    resplit_videos: list[str] = field(default_factory=list)  # had a split the ratios no longer have
 
 
 def filter_instances(instances: Sequence[dict], width: int, height: int, spec: Spec,
@@ -131,8 +132,12 @@ def curate_partition(labels: pd.DataFrame, deduped: pd.DataFrame, spec: Spec, se
     groups = {d: video_group(meta[d]["video_id"], d) for d in kept}
     keys = sorted(kept)
     labels_for_split = _rarest_label(kept)
+    # A video whose earlier split is no longer asked for (test turned off) is split again like a new one.
+    wanted = {s for s, r in settings.ratios.items() if r > 0}
+    previous = {g: s for g, s in (previous_groups or {}).items() if s in wanted}
+    moved = sorted({g for g in groups.values() if g in (previous_groups or {}) and g not in previous})
     assignment = assign_splits(keys, [groups[k] for k in keys], [labels_for_split[k] for k in keys],
-                               settings.ratios, seed=settings.seed, previous=dict(previous_groups or {}))
+                               settings.ratios, seed=settings.seed, previous=previous)
     frames: dict[str, list[CocoFrame]] = {s: [] for s in settings.ratios if settings.ratios[s] > 0}
     for row in rows:
         split = assignment.get(row["dhash"])
@@ -142,7 +147,7 @@ def curate_partition(labels: pd.DataFrame, deduped: pd.DataFrame, spec: Spec, se
             frames.setdefault(split, []).append(CocoFrame(
                 dhash=row["dhash"], width=m["width"], height=m["height"], instances=kept[row["dhash"]],
                 source_path=m["source_path"], video_id=m["video_id"], category=category))
-    return Curated(table=to_table(rows), frames=frames, dropped_instances=dropped)
+    return Curated(table=to_table(rows), frames=frames, dropped_instances=dropped, resplit_videos=moved)
 
 
 def to_table(rows: Sequence[dict]) -> pd.DataFrame:

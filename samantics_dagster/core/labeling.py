@@ -1,11 +1,14 @@
-"""Label one category's accepted images with SAM3, resumably.
+"""Label one category's accepted images with SAM3, resumably, with the CPU work off the GPU's path.
 
 Results are written in parts, one parquet file per finished batch (temp file + rename), under
-``tables/sam3_labels/.parts/{category}/``; a run killed mid-partition loses at most the batch in
-flight, and the next run merges the parts and labels only what is missing. An image whose row is
-``done`` under the same labeler fingerprint (model + queries + thresholds) is never labelled again;
-``failed`` rows are retried only when asked. The next image batch is decoded on a loader thread
-while the model works on the current one.
+``tables/sam3_labels/.parts/{category}/``; a run killed mid-partition loses only the batches in
+flight (the one on the device and the one being post-processed), and the next run merges the parts
+and labels only what is missing. An image whose row is ``done`` under the same labeler fingerprint
+(model + queries + thresholds) is never labelled again, nor is a ``done`` row brought in from an
+older dataset (labeler ``imported:...``) unless asked; ``failed`` rows are retried only when asked.
+
+Three stages overlap: a loader thread decodes batch b+1 while the main thread runs batch b on the
+device, and post-processing threads turn batch b-1's masks into RLE instances and write its part.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -33,6 +36,7 @@ from samantics_dagster.core.tables import read_table, write_table
 
 LABEL_COLUMNS = ["dhash", "rel_path", "status", "error", "n_instances", "instances", "labeler", "width", "height"]
 DONE, FAILED = "done", "failed"
+IMPORTED_PREFIX = "imported:"  # labeler of rows brought in from an older dataset, not produced by SAM3 here
 PASSENGER = RelationRule(subject="person", container="car", becomes="passenger")
 
 
@@ -64,9 +68,14 @@ class LabelResult:
     seconds: float
     instances_per_class: dict[str, int]
     relabel_reason: str | None
+    post_seconds: float = 0.0  # post-processing (RLE, overlap filter, rules, part writes), summed over batches
+    post_wait_seconds: float = 0.0  # of which the device had to wait for: the part not hidden behind it
 
 
-Segmenter = Callable[[list[Image.Image]], list[list[Instance]]]
+Finish = Callable[[], list[list[Instance]]]
+Segmenter = Callable[[list[Image.Image]], "Finish | list[list[Instance]]"]
+"""Images -> instances per image. May return the instances, or a ``Finish`` that computes them: the
+device half runs in the call, the CPU half (RLE...) in ``Finish``, on a post-processing thread."""
 ProgressFn = Callable[[int, int], None]
 
 
@@ -78,30 +87,32 @@ def load_image(path: Path) -> Image.Image:
 
 
 def make_segmenter(loaded, queries: QuerySet, spec: Spec, settings: LabelSettings) -> Segmenter:
-    """Wrap the SAM3 fast path: text once, then images -> post-processed instances."""
-    from samantics_dagster.core.sam3_model import encode_prompts, segment_batch
+    """Wrap the SAM3 fast path: text once; then per image batch, the model on the device now and a
+    ``Finish`` that waits for the masks to reach the host and post-processes them."""
+    from samantics_dagster.core.sam3_model import detect, encode_prompts
 
     texts = [q.text for q in queries.queries]
     text, text_mask = encode_prompts(loaded, texts)
     thresholds = [settings.category_thresh.get(q.category_name, settings.score_thresh) for q in queries.queries]
-    cat_ids = [q.category_id for q in queries.queries]
+    cat_ids = np.array([q.category_id for q in queries.queries])
     name_to_id = {c.name: c.id for c in spec.categories}
 
-    def segment(images: list[Image.Image]) -> list[list[Instance]]:
-        per_image = segment_batch(loaded, images, text, text_mask, score_threshold=thresholds,
-                                  pair_chunk=settings.pair_chunk, max_detections_per_pair=settings.max_detections,
-                                  pad_chunks=loaded.compiled)
-        out = []
-        for dets in per_image:
-            if dets:
-                inst = build_instances(np.stack([d.mask for d in dets]), [d.box_xyxy for d in dets],
-                                       [d.score for d in dets], [cat_ids[d.prompt_index] for d in dets])
-            else:
-                inst = []
-            inst = cross_prompt_nms(inst, settings.nms_iou)
-            inst = cap_detections(inst, settings.max_detections)
-            out.append(apply_relation_rules(inst, list(settings.relation_rules), name_to_id))
-        return out
+    def segment(images: list[Image.Image]) -> Finish:
+        pending = detect(loaded, images, text, text_mask, score_threshold=thresholds,
+                         pair_chunk=settings.pair_chunk, max_detections_per_pair=settings.max_detections,
+                         pad_chunks=loaded.compiled)
+
+        def finish() -> list[list[Instance]]:
+            out = []
+            for groups in pending.groups():
+                inst = [i for g in groups
+                        for i in build_instances(g.masks, g.boxes_xyxy, g.scores, cat_ids[g.prompt_index])]
+                inst = cross_prompt_nms(inst, settings.nms_iou)
+                inst = cap_detections(inst, settings.max_detections)
+                out.append(apply_relation_rules(inst, list(settings.relation_rules), name_to_id))
+            return out
+
+        return finish
 
     return segment
 
@@ -135,6 +146,18 @@ def _known_rows(previous: pd.DataFrame | None, parts_dir: Path) -> dict[str, dic
     return rows
 
 
+def _imported(row: dict) -> bool:
+    return isinstance(row["labeler"], str) and row["labeler"].startswith(IMPORTED_PREFIX)
+
+
+def _reusable(old: dict, labeler: str, retry_failed: bool, relabel_imported: bool) -> bool:
+    """Whether a known row stands. Imported ``done`` rows have another labeler by construction
+    (no SAM3 run made them), so the fingerprint comparison would always relabel them."""
+    if old["status"] == DONE and _imported(old):
+        return not relabel_imported
+    return old["labeler"] == labeler and (old["status"] == DONE or not retry_failed)
+
+
 def label_partition(
     accepted: pd.DataFrame,
     store: ImageStore,
@@ -144,10 +167,18 @@ def label_partition(
     table_path: Path,
     image_batch: int = 4,
     retry_failed: bool = False,
+    relabel_imported: bool = False,
+    post_workers: int = 1,
     progress: ProgressFn | None = None,
     log: Callable[[str], None] = print,
 ) -> LabelResult:
     """Label the accepted rows (``dhash``, ``rel_path``) of one category; returns the whole table.
+
+    ``post_workers`` threads post-process finished batches while the next runs on the device; at most
+    that many batches wait for them, which bounds host memory (a batch's full-size masks). One is
+    enough: pycocotools' encoder holds the GIL, so a second thread adds no encoding speed. ``0`` runs
+    everything in the calling thread, one batch after the other. ``relabel_imported`` labels again
+    the ``done`` rows imported from an older dataset, which are otherwise kept.
 
     The final table is written to ``table_path`` here, before the parts are removed, so there is no
     moment at which finished work exists nowhere on disk.
@@ -158,22 +189,26 @@ def label_partition(
     known = _known_rows(read_table(table_path), parts_dir)
     wanted = accepted.drop_duplicates("dhash")[["dhash", "rel_path"]].to_dict("records")
     keep, todo = {}, []
-    stale = Counter()
+    stale: Counter = Counter()
+    why: dict[str, None] = {}  # the reasons, in first-seen order
     for rec in wanted:
         old = known.get(rec["dhash"])
-        if old is not None and old["labeler"] == labeler and (old["status"] == DONE or not retry_failed):
+        if old is not None and _reusable(old, labeler, retry_failed, relabel_imported):
             keep[rec["dhash"]] = old
         else:
             todo.append(rec)
             if old is not None and old["labeler"] != labeler:
                 stale[old["labeler"]] += 1
+                why[("relabel_imported is set" if old["status"] == DONE and _imported(old)
+                     else "model, queries or thresholds changed")] = None
     relabel = None
     if stale:
-        relabel = f"relabelling {sum(stale.values())} images labelled by {', '.join(stale)}: model, queries or thresholds changed (now {labeler})"
+        relabel = f"relabelling {sum(stale.values())} images labelled by {', '.join(stale)}: {'; '.join(why)} (now {labeler})"
         log(relabel)
 
     new_rows: list[dict] = []
     n_done = 0
+    post_seconds = post_wait = 0.0
 
     def load(batch: list[dict]) -> list[tuple[dict, Image.Image | None, str | None]]:
         out = []
@@ -184,20 +219,45 @@ def label_partition(
                 out.append((rec, None, f"cannot read images/{rec['dhash']}.jpg ({exc}); re-run deduped_images to restore it, then sam3_labels with retry_failed"))
         return out
 
+    def post(finish: Callable[[], list[dict]], unreadable: list[dict]) -> tuple[list[dict], float]:
+        """The CPU half of a batch, then its part: written as soon as it exists, not when collected."""
+        t0 = time.perf_counter()
+        rows = unreadable + finish()
+        _write_part(parts_dir, rows)
+        return rows, time.perf_counter() - t0
+
+    def collect(good: list[tuple[dict, Image.Image]], unreadable: list[dict], future: Future) -> None:
+        nonlocal n_done, post_seconds, post_wait
+        t0 = time.perf_counter()
+        try:
+            rows, secs = future.result()
+        except Exception:  # noqa: BLE001 - the CPU half failed (e.g. a CUDA error surfacing late): image by image
+            _free_gpu_memory()
+            rows, secs = post(lambda: _one_by_one(segment, good, labeler), unreadable)
+        # Inline, the whole post-processing held up the device; pipelined, only the wait for it did.
+        post_wait += secs if post_workers == 0 else time.perf_counter() - t0
+        post_seconds += secs
+        new_rows.extend(rows)
+        n_done += len(good) + len(unreadable)
+        if progress:
+            progress(n_done, len(todo))
+
     batches = [todo[i:i + image_batch] for i in range(0, len(todo), image_batch)]
-    with ThreadPoolExecutor(max_workers=1) as loader:
+    pool = ThreadPoolExecutor(max_workers=post_workers) if post_workers > 0 else _Inline()
+    with ThreadPoolExecutor(max_workers=1) as loader, pool:
         pending: Future | None = loader.submit(load, batches[0]) if batches else None
+        in_flight: deque[tuple[list, list, Future]] = deque()
         for b in range(len(batches)):
             loaded = pending.result()
             pending = loader.submit(load, batches[b + 1]) if b + 1 < len(batches) else None
-            rows = [_row(r["dhash"], r["rel_path"], labeler, error=e) for r, im, e in loaded if im is None]
+            unreadable = [_row(r["dhash"], r["rel_path"], labeler, error=e) for r, im, e in loaded if im is None]
             good = [(r, im) for r, im, e in loaded if im is not None]
-            rows += _segment_with_fallback(segment, good, labeler)
-            _write_part(parts_dir, rows)
-            new_rows += rows
-            n_done += len(loaded)
-            if progress:
-                progress(n_done, len(todo))
+            finish = _start(segment, good, labeler)  # the device half, in this thread
+            in_flight.append((good, unreadable, pool.submit(post, finish, unreadable)))
+            while len(in_flight) > post_workers:
+                collect(*in_flight.popleft())
+        while in_flight:
+            collect(*in_flight.popleft())
 
     final = {**keep, **{r["dhash"]: r for r in new_rows}}
     table = to_table(list(final.values()))
@@ -209,23 +269,55 @@ def label_partition(
         per_class.update(i["category_id"] for i in json.loads(blob))
     return LabelResult(table, labelled=sum(r["status"] == DONE for r in new_rows), reused=len(keep),
                        failed=int((table.status == FAILED).sum()), seconds=time.perf_counter() - start,
-                       instances_per_class={str(k): v for k, v in sorted(per_class.items())}, relabel_reason=relabel)
+                       instances_per_class={str(k): v for k, v in sorted(per_class.items())}, relabel_reason=relabel,
+                       post_seconds=post_seconds, post_wait_seconds=post_wait)
 
 
-def _segment_with_fallback(segment: Segmenter, good: list[tuple[dict, Image.Image]], labeler: str) -> list[dict]:
-    """A batch that fails (e.g. CUDA OOM on a huge frame) is retried one image at a time."""
+def _start(segment: Segmenter, good: list[tuple[dict, Image.Image]], labeler: str) -> Callable[[], list[dict]]:
+    """Run the device half of a batch now; return the CPU half, which makes the rows.
+
+    A batch whose device half fails (e.g. CUDA OOM on a huge frame) is retried one image at a time,
+    here, before the next batch goes to the device.
+    """
     if not good:
-        return []
+        return lambda: []
     try:
-        results = segment([im for _, im in good])
-        return [_row(r["dhash"], r["rel_path"], labeler, instances=inst, size=im.size)
-                for (r, im), inst in zip(good, results)]
+        out = segment([im for _, im in good])
     except Exception:  # noqa: BLE001 - retried alone below; a lone image's error is recorded there
         _free_gpu_memory()
+        rows = _one_by_one(segment, good, labeler)
+        return lambda: rows
+    finish = out if callable(out) else (lambda: out)
+    return lambda: [_row(r["dhash"], r["rel_path"], labeler, instances=inst, size=im.size)
+                    for (r, im), inst in zip(good, finish())]
+
+
+class _Inline:
+    """An executor for ``post_workers=0``: runs the task at once, in the calling thread."""
+
+    def submit(self, fn: Callable, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - handed over like a worker's error
+            future.set_exception(exc)
+        return future
+
+    def __enter__(self) -> "_Inline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _one_by_one(segment: Segmenter, good: list[tuple[dict, Image.Image]], labeler: str) -> list[dict]:
+    """Each image alone, both halves at once; an image that still fails becomes a ``failed`` row."""
     rows = []
     for r, im in good:
         try:
-            rows.append(_row(r["dhash"], r["rel_path"], labeler, instances=segment([im])[0], size=im.size))
+            out = segment([im])
+            rows.append(_row(r["dhash"], r["rel_path"], labeler, instances=(out() if callable(out) else out)[0],
+                             size=im.size))
         except Exception as exc:  # noqa: BLE001 - recorded, the partition goes on
             rows.append(_row(r["dhash"], r["rel_path"], labeler, error=f"{type(exc).__name__}: {exc}"[:500]))
         _free_gpu_memory()

@@ -17,17 +17,18 @@ Old formats read (every optional piece may be missing; what is wrong is reported
     {OLD}/labels.jsonl     labels, one JSON record per image (format below)
 
     ``frames`` columns (names are case-insensitive; aliases in brackets):
-      source_path      required: the frame relative to the grabby workdir, ``{source}/{category}/{video_id}_{timestamp_ms}.jpg``
+      source_path      required (``path``, ``rel_path``): the frame relative to the grabby workdir, ``{source}/{category}/{video_id}_{timestamp_ms}.jpg``
                        (an absolute path keeps its last three parts)
       video_id         optional: else parsed from the name
       category         optional: else the folder in ``source_path``
       dhash            optional, 16 hex chars: only used to find ``images/{dhash}.jpg``; the stored hash is always
                        recomputed with this project's :func:`~samantics_dagster.core.imaging.frame_dhash`
-      select_status    accepted | rejected (``status``, ``selection``); empty = not selected yet, skipped
+      select_status    accepted | rejected (``status``, ``selection``); empty or pending = not selected yet, skipped;
+                       without the column, a frame whose file is in ``images/`` counts as accepted
       select_reason    why rejected (``reason``): exact | dhash | orb | decode_error | unparsed, or free text
       dup_of           optional: the frame or hash it duplicates
       label_status     done | failed | pending (``labels_status``)
-      label_error      why labelling failed
+      label_error      why labelling failed (``error``)
       curate_status    included | excluded (``curation_status``); empty = not curated
       curate_reason    why excluded (``curation_reason``)
       split            train | val | test (``curate_split``; ``validation``/``valid`` read as val)
@@ -69,12 +70,15 @@ dedupe lock:
   when the workdir still holds the very same bytes (size + content digest); a changed file is decided again.
   An accepted old frame whose hash is already accepted in the dataset under another key is imported as a
   duplicate (``dhash``, hamming 0) and its labels are not imported;
-- ``tables/sam3_labels/{category}.parquet``: ``labeler`` = ``imported:<layout>:<folder name>``, kept as done
-  by ``label_partition``; old failures are ``failed`` rows with their error;
+- ``tables/sam3_labels/{category}.parquet``: ``labeler`` = ``imported:<layout>:<folder name>`` (layout is
+  ``pipeline.db`` or ``01-selection``), kept as done by ``label_partition``; old failures are ``failed`` rows
+  with their error, which the next ``sam3_labels`` run labels again (their labeler is not its own);
 - ``tables/curated_coco/{category}.parquet``: ``dhash, rel_path, video_id, status, reason, split, n_annotations``
   where the old dataset had a curation (curated_coco keeps each video in the split recorded here).
 
-Run it while no Dagster run writes the same dataset: the label and curation tables are replaced whole.
+Categories that exist only in the old dataset (or ``legacy``) are not Dagster partitions yet: the caller
+adds ``report.categories`` as ``category`` partitions. Run it while no Dagster run writes the same dataset:
+the label and curation tables are read, merged and replaced whole.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ import os
 import re
 import sqlite3
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -94,21 +98,17 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 from pycocotools import mask as mask_utils
 
-from samantics_dagster.core import dedupe, labeling
+from samantics_dagster.core import dedupe, labeling, records
 from samantics_dagster.core.dedupe import ACCEPTED, DEDUPE_COLUMNS, IMPORTED_SETTINGS, REJECTED
+from samantics_dagster.core.curate import EXCLUDED, INCLUDED
+from samantics_dagster.core.curate import to_table as curate_table
 from samantics_dagster.core.imaging import FrameDecodeError, frame_dhash
-from samantics_dagster.core.masks import Instance, rle_area
+from samantics_dagster.core.labeling import IMPORTED_PREFIX
+from samantics_dagster.core.masks import Instance
 from samantics_dagster.core.naming import is_frame_file, parse_frame_name
 from samantics_dagster.core.store import ImageStore
 from samantics_dagster.core.tables import read_all, read_table, table_path, write_table
 
-try:  # kept as done by label_partition (core/labeling.py)
-    from samantics_dagster.core.labeling import IMPORTED_PREFIX
-except ImportError:  # pragma: no cover - until core/labeling.py defines it
-    IMPORTED_PREFIX = "imported:"  # TODO: import from core.labeling once it defines IMPORTED_PREFIX
-
-CURATED_COLUMNS = ["dhash", "rel_path", "video_id", "status", "reason", "split", "n_annotations"]
-INCLUDED, EXCLUDED = "included", "excluded"
 FALLBACK_CATEGORY = "legacy"
 FALLBACK_SOURCE = "legacy"
 ProgressFn = Callable[[int, int], None]
@@ -188,7 +188,7 @@ class _Frame:
     """One old frame while it is being imported."""
 
     origin: str                     # where it came from, for messages ("pipeline.db row 12", a file)
-    tag: str                        # labeler / settings value: imported:<layout>:<folder>
+    tag: str                        # <layout>:<folder>, after imported: in the labeler and settings
     name: str                       # file name, {video_id}_{timestamp_ms}.jpg when grabby named it
     rel_path: str | None = None     # key: {source}/{category}/{name}; None until known
     category: str | None = None
@@ -416,7 +416,7 @@ def _read_db_layout(root: Path, tag: str, report: ImportReport) -> tuple[list[_F
             if cs in (INCLUDED, "include", "kept", "keep"):
                 frame.curate = (INCLUDED, None, split)
             elif cs in (EXCLUDED, "exclude", "dropped", "removed"):
-                frame.curate = (EXCLUDED, _clean(row.get("curate_reason")) or "legacy: excluded", None)
+                frame.curate = (EXCLUDED, f"legacy: {_clean(row.get('curate_reason')) or 'excluded'}", None)
             elif cs not in ("pending",):
                 report.category(frame.category).problems.append(
                     f"{frame.origin}: unknown curate_status {cs!r} (included | excluded); not curated")
@@ -549,13 +549,18 @@ def _attach_labels(root: Path, records: list[tuple[str, dict]], index: _Index, i
                 report.problems.append(f"{origin}: image {rec.get('image')!r} is neither a known frame nor a file "
                                        "under the old dataset; its labels are skipped")
                 continue
-            frame = _Frame(origin=origin, tag=tag, name=image.name, image=image, legacy_dhash=_hex(image.stem))
+            source_path = _clean(rec.get("source_path"))
+            name = _split_rel(source_path)[2] if source_path else image.name
+            frame = _Frame(origin=origin, tag=tag, name=name, image=image, legacy_dhash=_hex(image.stem))
             frame.label_status = "done"
             index.frames.append(frame)
             _locate(frame, rec, images)
             index.add(frame)
-        elif frame.rel_path is None or (frame.category is not None and _clean(rec.get("source_path"))):
-            _locate(frame, rec, images)
+        else:
+            if frame.image is None and frame.status == ACCEPTED:  # e.g. named by a hash the db did not keep
+                frame.image = image
+            if frame.rel_path is None or (frame.category is not None and _clean(rec.get("source_path"))):
+                _locate(frame, rec, images)
             index.add(frame)
         if frame.label is not None:
             report.problems.append(f"{origin}: a second label record for {frame.rel_path or frame.name} "
@@ -618,16 +623,10 @@ def _hash(frame: _Frame) -> _Frame:
 
 
 def _instances(rec: dict, width: int, height: int) -> list[Instance]:
-    """The record's detections as instances; ValueError says what is wrong."""
-    boxes, cats, masks = rec.get("boxes"), rec.get("category_ids"), rec.get("masks")
-    scores = rec.get("scores")
-    if not all(isinstance(v, list) for v in (boxes, cats, masks)):
-        raise ValueError("boxes, category_ids and masks must be lists")
-    if scores is None:
-        scores = [1.0] * len(boxes)
-    if not (len(boxes) == len(cats) == len(masks) == len(scores)):
-        raise ValueError(f"boxes, category_ids, scores and masks differ in length: "
-                         f"{len(boxes)}, {len(cats)}, {len(scores)}, {len(masks)}")
+    """The record's detections as instances, masks checked against the stored image; ValueError says why not."""
+    masks, cats = rec.get("masks"), rec.get("category_ids")
+    if not isinstance(masks, list) or not isinstance(cats, list) or len(masks) != len(cats):
+        raise ValueError("needs lists `category_ids` and `masks`, one COCO RLE mask per category id")
     rles = []
     for i, m in enumerate(masks):
         if not isinstance(m, dict) or "size" not in m or "counts" not in m:
@@ -635,17 +634,14 @@ def _instances(rec: dict, width: int, height: int) -> list[Instance]:
         h, w = (int(v) for v in m["size"])
         if (h, w) != (height, width):
             raise ValueError(f"mask {i} is {w}x{h} but the image is {width}x{height}")
-        if isinstance(m["counts"], list):
+        if isinstance(m["counts"], list):  # uncompressed RLE: compress it as COCO files carry it
             m = mask_utils.frPyObjects({"size": [h, w], "counts": m["counts"]}, h, w)
         rles.append({"size": [h, w], "counts": m["counts"]})
-    out = []
-    areas = rle_area(rles)
-    for i in range(len(rles)):
-        box = [float(v) for v in boxes[i]]
-        if len(box) != 4 or not all(math.isfinite(v) for v in box):
+    # Areas come from the masks, never from the old record: they are what COCOeval buckets by.
+    out = [Instance.from_record(i) for i in records.instances({**rec, "masks": rles, "areas": None})]
+    for i, inst in enumerate(out):
+        if len(inst.bbox_xyxy) != 4 or not all(math.isfinite(v) for v in inst.bbox_xyxy):
             raise ValueError(f"box {i} is not 4 finite numbers (XYXY)")
-        out.append(Instance(category_id=int(cats[i]), score=float(scores[i]), bbox_xyxy=tuple(box), rle=rles[i],
-                            area=areas[i]))
     return out
 
 
@@ -655,16 +651,8 @@ def _dedupe_row(f: _Frame) -> dict:
         "rel_path": f.rel_path, "source": f.rel_path.split("/", 1)[0], "video_id": f.video_id, "timestamp_ms": ts,
         "bytes": f.size, "mtime_ns": 0, "content_hash": f.digest, "status": f.status, "reason": f.reason,
         "dup_of": f.dup_of, "detail": f.detail, "dhash": f.dhash, "width": f.width, "height": f.height,
-        "dhash_threshold": None, "settings": f.tag,
+        "dhash_threshold": None, "settings": IMPORTED_SETTINGS + f.tag,
     }
-
-
-def _curated_table(rows: Iterable[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(list(rows), columns=CURATED_COLUMNS)
-    for col in ("dhash", "rel_path", "video_id", "status", "reason", "split"):
-        df[col] = df[col].astype("string")
-    df["n_annotations"] = pd.array(df["n_annotations"], dtype="Int64")
-    return df
 
 
 def _merge(existing: pd.DataFrame | None, new: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -707,7 +695,7 @@ def import_legacy(data_root: Path, dataset_dir: Path, *, dry_run: bool = False,
 
     frames: list[_Frame] = []
     for layout in layouts:
-        tag = f"{IMPORTED_PREFIX}{layout}:{folder}"
+        tag = f"{layout}:{folder}"
         if layout == "pipeline.db":
             found, images = _read_db_layout(root, tag, report)
             labels_file = root / "labels.jsonl"
@@ -730,10 +718,10 @@ def import_legacy(data_root: Path, dataset_dir: Path, *, dry_run: bool = False,
             if f.rel_path is None:
                 _place(f, None, FALLBACK_CATEGORY)
                 report.category(f.category).problems.append(
-                    f"{f.origin}: no category (flat folder, no source_path in its label record); imported into "
-                    f"category {FALLBACK_CATEGORY!r}")
+                    f"{f.origin}: no category (no category folder, no source_path or category in its label record); "
+                    f"imported into category {FALLBACK_CATEGORY!r}")
             if curated_here and f.curate is None and f.label is not None:
-                f.curate = (EXCLUDED, "not in the legacy curation (03-curation)", None)
+                f.curate = (EXCLUDED, "legacy: not in 03-curation", None)
             if f.rel_path in taken:
                 report.category(f.category).problems.append(
                     f"{f.origin}: a second old frame with the key {f.rel_path}; the first one is kept")
@@ -756,14 +744,64 @@ def import_legacy(data_root: Path, dataset_dir: Path, *, dry_run: bool = False,
                 progress(n, len(hashable))
 
     store = ImageStore(dataset)
-    owners: dict[str, str] = {}  # accepted hash -> its rel_path, across the whole dataset
-    for table in read_all(dataset, "deduped_images").values():
-        acc = table[(table["status"] == ACCEPTED) & table["dhash"].notna()]
-        owners.update(zip(acc["dhash"], acc["rel_path"]))
-    imported_keys = {f.rel_path for f in frames}
-    owners = {h: rel for h, rel in owners.items() if rel not in imported_keys}
+    with store.dedupe_lock() if not dry_run else nullcontext():  # the store is dedupe's index
+        _claim_hashes(frames, dataset, report)
+        _store_images(frames, store, dry_run, report)
+        by_cat = _rows(frames, report)
+        if not dry_run:
+            _write_tables(by_cat, dataset)
+    return report
 
-    by_cat: dict[str, dict[str, list]] = defaultdict(lambda: {"dedupe": [], "labels": [], "curated": [], "store": []})
+
+def _claim_hashes(frames: list[_Frame], dataset: Path, report: ImportReport) -> None:
+    """Give every accepted old frame its hash, unless the dataset already accepted that image under
+    another key: then the old frame is its duplicate (a frame must not be in the dataset twice)."""
+    owners: dict[str, str] = {}
+    keys = {f.rel_path for f in frames}
+    for table in read_all(dataset, "deduped_images").values():
+        acc = table[(table["status"] == ACCEPTED) & table["dhash"].notna() & ~table["rel_path"].isin(keys)]
+        owners.update(zip(acc["dhash"], acc["rel_path"]))
+    for f in sorted(frames, key=lambda f: f.rel_path):
+        if f.status != ACCEPTED:
+            f.dhash = f.legacy_dhash
+            continue
+        if f.error is not None:
+            continue
+        owner = owners.setdefault(f.dhash, f.rel_path)
+        if owner != f.rel_path:
+            f.status, f.reason, f.dup_of = REJECTED, "dhash", f.dhash
+            f.detail = f"hamming 0: the same image is already in the dataset as {owner} (legacy import)"
+            if f.label is not None or f.label_status == "failed":
+                report.category(f.category).problems.append(
+                    f"{f.origin}: same image as {owner}, already in the dataset; imported as its duplicate, its "
+                    "legacy labels are not imported")
+
+
+def _store_images(frames: list[_Frame], store: ImageStore, dry_run: bool, report: ImportReport) -> None:
+    """Copy the accepted frames' exact bytes into the store (claimed first, as dedupe does); count only in a dry run."""
+    for f in sorted(frames, key=lambda f: f.rel_path):
+        if f.status != ACCEPTED or f.error is not None:
+            continue
+        rep = report.category(f.category)
+        if store.has(f.dhash):
+            rep.images_present += 1
+        elif dry_run:
+            rep.images_stored += 1
+        else:
+            data = dedupe._same_bytes(f.image, f.digest)
+            if data is None:  # changed or vanished since it was hashed: a row must not name a file that isn't there
+                f.error = f"{f.image} changed or vanished during the import; import again"
+                continue
+            store.claim(f.category, f.dhash, f.rel_path)
+            if store.put_bytes(data, f.dhash):
+                rep.images_stored += 1
+            else:
+                rep.images_present += 1
+
+
+def _rows(frames: list[_Frame], report: ImportReport) -> dict[str, dict[str, list[dict]]]:
+    """Per category, the rows of deduped_images, sam3_labels and curated_coco; counts into the report."""
+    by_cat: dict[str, dict[str, list[dict]]] = defaultdict(lambda: {"dedupe": [], "labels": [], "curated": []})
     for f in sorted(frames, key=lambda f: f.rel_path):
         rep = report.category(f.category)
         out = by_cat[f.category]
@@ -771,54 +809,38 @@ def import_legacy(data_root: Path, dataset_dir: Path, *, dry_run: bool = False,
             rep.problems.append(f"{f.origin}: {f.error}")
             rep.skipped += 1
             continue
-        if f.status == ACCEPTED:
-            owner = owners.get(f.dhash)
-            if owner is not None and owner != f.rel_path:
-                f.status, f.reason, f.dup_of = REJECTED, "dhash", f.dhash
-                f.detail = f"hamming 0: the same image is already in the dataset as {owner} (legacy import)"
-                if f.label is not None or f.label_status == "failed":
-                    rep.problems.append(f"{f.origin}: same image as {owner}, already in the dataset; imported as "
-                                        "its duplicate, its legacy labels are not imported")
-            else:
-                owners[f.dhash] = f.rel_path
-        else:
-            f.dhash = f.legacy_dhash
         out["dedupe"].append(_dedupe_row(f))
         rep.frames += 1
         if f.status == REJECTED:
             rep.rejected += 1
             continue
         rep.accepted += 1
-        out["store"].append(f)
+        labeler = IMPORTED_PREFIX + f.tag
         label_row = None
-        size = (f.width, f.height)
         if f.label is not None:
             try:
-                label_row = labeling._row(f.dhash, f.rel_path, f.tag, instances=_instances(f.label, f.width, f.height),
-                                          size=size)
+                label_row = labeling._row(f.dhash, f.rel_path, labeler, instances=_instances(f.label, f.width, f.height),
+                                          size=(f.width, f.height))
             except (ValueError, TypeError) as exc:
                 rep.problems.append(f"{f.label_origin} ({f.rel_path}): unusable label record ({exc}); the image "
                                     "stays accepted and sam3_labels labels it")
         elif f.label_status == "failed":
             error = f.label_error or "failed in the legacy pipeline (no error recorded)"
-            label_row = labeling._row(f.dhash, f.rel_path, f.tag, error=f"legacy: {error}", size=size)
+            label_row = labeling._row(f.dhash, f.rel_path, labeler, error=f"legacy: {error}", size=(f.width, f.height))
         elif f.label_status == "done":
             rep.problems.append(f"{f.origin}: label_status is done but labels.jsonl has no record for it; "
                                 "sam3_labels labels it")
+        done = label_row is not None and label_row["status"] == labeling.DONE
         if label_row is not None:
             out["labels"].append(label_row)
-            if label_row["status"] == labeling.DONE:
-                rep.labels += 1
-            else:
-                rep.label_failed += 1
+            rep.labels += done
+            rep.label_failed += not done
         if f.curate is not None:
             status, reason, split = f.curate
-            n_ann = label_row["n_instances"] if label_row is not None and label_row["status"] == labeling.DONE \
-                else f.curate_count
             out["curated"].append({"dhash": f.dhash, "rel_path": f.rel_path, "video_id": f.video_id, "status": status,
-                                   "reason": reason, "split": split, "n_annotations": n_ann})
+                                   "reason": reason, "split": split,
+                                   "n_annotations": label_row["n_instances"] if done else f.curate_count})
             rep.curated += 1
-
     for category, out in by_cat.items():
         splits = defaultdict(set)
         for row in out["curated"]:
@@ -827,45 +849,23 @@ def import_legacy(data_root: Path, dataset_dir: Path, *, dry_run: bool = False,
         leaks = sorted(v for v, s in splits.items() if len(s) > 1)
         if leaks:
             report.category(category).problems.append(
-                f"the legacy curation put videos in two splits ({', '.join(leaks[:5])}); curated_coco keeps the "
-                "first split it reads for each: re-split with `samantics split` if that matters")
+                f"the legacy curation put videos in two splits ({', '.join(leaks[:5])}); curated_coco keeps one split "
+                "per video: materialise it with `resplit: true` to split this category again")
+    return by_cat
 
-    lock = store.dedupe_lock() if not dry_run else nullcontext()
-    with lock:
-        for category, out in sorted(by_cat.items()):
-            rep = report.category(category)
-            seen: set[str] = set()
-            for f in out["store"]:
-                if f.dhash in seen or store.has(f.dhash):
-                    rep.images_present += 1
-                    continue
-                seen.add(f.dhash)
-                if dry_run:
-                    rep.images_stored += 1
-                    continue
-                data = dedupe._same_bytes(f.image, f.digest)
-                if data is None:  # changed or vanished since it was hashed: its row would lie
-                    rep.problems.append(f"{f.origin}: {f.image} changed or vanished during the import; import again")
-                    continue
-                store.claim(category, f.dhash, f.rel_path)
-                if store.put_bytes(data, f.dhash):
-                    rep.images_stored += 1
-                else:
-                    rep.images_present += 1
-            if dry_run:
-                continue
-            if out["dedupe"]:
-                path = table_path(dataset, "deduped_images", category)
-                new = dedupe.to_table(out["dedupe"])
-                merged = _merge(read_table(path), new, "rel_path").reindex(columns=DEDUPE_COLUMNS)
-                write_table(dedupe.to_table(merged.to_dict("records")), path)
-            if out["labels"]:
-                path = table_path(dataset, "sam3_labels", category)
-                new = labeling.to_table(out["labels"])
-                merged = _merge(read_table(path), new, "dhash").reindex(columns=labeling.LABEL_COLUMNS)
-                write_table(labeling.to_table(merged.to_dict("records")), path)
-            if out["curated"]:
-                path = table_path(dataset, "curated_coco", category)
-                merged = _merge(read_table(path), _curated_table(out["curated"]), "dhash")
-                write_table(merged.sort_values("dhash", ignore_index=True), path)
-    return report
+
+def _write_tables(by_cat: dict[str, dict[str, list[dict]]], dataset: Path) -> None:
+    """Merge into each category's tables: imported rows replace only rows with the same key."""
+    for category, out in sorted(by_cat.items()):
+        if out["dedupe"]:
+            path = table_path(dataset, "deduped_images", category)
+            merged = _merge(read_table(path), dedupe.to_table(out["dedupe"]), "rel_path")
+            write_table(dedupe.to_table(merged.reindex(columns=DEDUPE_COLUMNS).to_dict("records")), path)
+        if out["labels"]:
+            path = table_path(dataset, "sam3_labels", category)
+            merged = _merge(read_table(path), labeling.to_table(out["labels"]), "dhash")
+            write_table(labeling.to_table(merged.reindex(columns=labeling.LABEL_COLUMNS).to_dict("records")), path)
+        if out["curated"]:
+            path = table_path(dataset, "curated_coco", category)
+            merged = _merge(read_table(path), curate_table(out["curated"]), "dhash")
+            write_table(merged.sort_values("dhash", ignore_index=True), path)

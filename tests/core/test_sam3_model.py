@@ -164,6 +164,35 @@ def test_long_prompts_are_truncated_not_fatal(m, images):
     assert len(segment_batch(m, images[:1], text, mask, score_threshold=0.0)[0]) > 0
 
 
+def test_only_kept_queries_are_upsampled(m, images, text, monkeypatch):
+    """Discarded queries never reach full resolution: the upsampler sees exactly the kept masks."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from samantics_dagster.core import sam3_model
+
+    upsampled = []
+
+    def spy(x, *a, **kw):
+        upsampled.append(x.shape[1])
+        return F.interpolate(x, *a, **kw)
+
+    monkeypatch.setattr(sam3_model, "F", SimpleNamespace(interpolate=spy))  # the model's own calls stay unseen
+    kept = sum(len(d) for d in segment_batch(m, images, *text, score_threshold=THRESHOLD, pair_chunk=5))
+    assert 0 < kept < len(images) * len(PROMPTS) * m.model.config.detr_decoder_config.num_queries
+    assert sum(upsampled) == kept
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_path_with_pinned_copies_matches_cpu(model_dir, images):
+    """The pinned, non-blocking copy back must be complete by the time detections are read."""
+    cpu, gpu = load_sam3(model_dir, device="cpu"), load_sam3(model_dir, device="cuda", dtype="fp32")
+    a = segment_batch(cpu, images, *encode_prompts(cpu, PROMPTS), score_threshold=THRESHOLD)
+    b = segment_batch(gpu, images, *encode_prompts(gpu, PROMPTS), score_threshold=THRESHOLD)
+    _same(b, a)
+
+
 # --- finding and loading weights ---------------------------------------------------------------
 
 def _hub_cache(root: Path, snapshot: Path, revs: list[str], main: str | None) -> Path:

@@ -1,0 +1,153 @@
+"""ingress -> curated_coco -> coco_dataset on the demo sample with the tiny SAM3, through Dagster's jobs.
+
+The COCO files are then read the way trainers read them: pycocotools' COCO and loadRes, COCOeval.
+"""
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import AssetKey, AssetSelection, DagsterInstance, materialize
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from samantics_dagster.core.catalog import list_categories
+from samantics_dagster.core.demo_spec import write_demo_spec
+from samantics_dagster.core.tables import table_path
+from samantics_dagster.definitions import defs
+from samantics_dagster.partitions import category_partitions
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _quiet(fn):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn()
+
+
+def _run_all(instance, categories, run_config=None):
+    job = defs.resolve_job_def("category_pipeline")
+    for category in categories:
+        result = job.execute_in_process(instance=instance, partition_key=category, run_config=run_config or {})
+        checks = result.get_asset_check_evaluations()
+        assert result.success and all(c.passed for c in checks if c.severity.value == "ERROR"), category
+    result = defs.resolve_job_def("coco_export").execute_in_process(instance=instance)
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    return result
+
+
+@pytest.fixture(scope="module")
+def built(sample, tiny_model_dir, tmp_path_factory):
+    """The whole pipeline once per module; each test gets its own copy of the dataset and instance."""
+    workdir, _ = sample
+    root = tmp_path_factory.mktemp("curated")
+    write_demo_spec(root / "dataset")
+    (root / "home").mkdir()
+    shutil.copyfile(REPO / "dagster.yaml", root / "home" / "dagster.yaml")
+    categories = list_categories(workdir)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATASET_DIR", str(root / "dataset"))
+        mp.setenv("GRABBY_WORKDIR", str(workdir))
+        mp.setenv("MODEL_CACHE", str(tiny_model_dir))
+        with DagsterInstance.from_config(str(root / "home")) as instance:
+            instance.add_dynamic_partitions(category_partitions.name, categories)
+            _run_all(instance, categories)
+    return root, categories
+
+
+@pytest.fixture
+def curated(built, sample, tiny_model_dir, tmp_path, monkeypatch):
+    root, categories = built
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    monkeypatch.setenv("DATASET_DIR", str(copy / "dataset"))
+    monkeypatch.setenv("GRABBY_WORKDIR", str(sample[0]))
+    monkeypatch.setenv("MODEL_CACHE", str(tiny_model_dir))
+    with DagsterInstance.from_config(str(copy / "home")) as instance:
+        yield copy / "dataset", categories, instance
+
+
+def test_merged_export_loads_in_pycocotools_without_leaks(curated):
+    dataset, categories, instance = curated
+    files = {s: dataset / "coco" / f"{s}.json" for s in ("train", "val")}
+    data = {s: json.loads(p.read_text()) for s, p in files.items()}
+    for split, path in files.items():
+        gt = _quiet(lambda: COCO(str(path)))
+        anns = data[split]["annotations"]
+        if anns:  # what a trainer's evaluator does with detections: loadRes + COCOeval
+            dt = _quiet(lambda: gt.loadRes([{k: a[k] for k in ("image_id", "category_id", "segmentation", "score")} for a in anns]))
+            ev = COCOeval(gt, dt, "segm")
+            _quiet(lambda: (ev.evaluate(), ev.accumulate(), ev.summarize()))
+            assert ev.stats[0] > 0.99
+        for image in data[split]["images"]:
+            assert (dataset / image["file_name"]).is_file()
+    videos = {s: {im["video_id"] for im in d["images"]} for s, d in data.items()}
+    assert not videos["train"] & videos["val"]
+    ids = [im["id"] for d in data.values() for im in d["images"]]
+    assert len(ids) == len(set(ids))
+
+    curated_rows = pd.concat([pd.read_parquet(table_path(dataset, "curated_coco", c)) for c in categories])
+    included = curated_rows[curated_rows.status == "included"]
+    assert len(ids) == len(included) > 0
+    share = (included.split == "val").mean()
+    assert 0.05 < share < 0.35, share  # few videos in the sample: the grouped split can only get near 15%
+    per_category = sum(len(json.loads((dataset / "coco" / c / "val.json").read_text())["images"]) for c in categories)
+    assert per_category == len(data["val"]["images"])
+    mat = instance.get_latest_materialization_event(AssetKey("coco_dataset")).asset_materialization
+    assert mat.metadata["images"].value == len(ids)
+
+
+def test_reruns_keep_ids_and_splits(curated, sample, guard_workdir):
+    dataset, categories, instance = curated
+    before = {p: p.read_bytes() for p in (dataset / "coco").rglob("*.json")}
+    # another seed: existing videos must keep their split anyway (sticky), so nothing may change
+    with guard_workdir(sample[0]):
+        _run_all(instance, categories, {"ops": {"curated_coco": {"config": {"seed": 7}}}})
+    after = {p: p.read_bytes() for p in (dataset / "coco").rglob("*.json")}
+    assert before == after
+
+
+def test_a_broken_file_fails_the_blocking_check_and_stops_the_export(curated):
+    dataset, categories, instance = curated
+    category = categories[0]
+    path = table_path(dataset, "sam3_labels", category)
+    labels = pd.read_parquet(path)
+    row = labels.index[labels.n_instances > 0][0]
+    instances = json.loads(labels.at[row, "instances"])
+    instances[0]["rle"]["size"] = [7, 7]  # a mask that does not fit its image
+    labels.at[row, "instances"] = json.dumps(instances)
+    labels.to_parquet(path)
+    before = (dataset / "coco" / "train.json").read_bytes()
+    selection = AssetSelection.assets("curated_coco", "coco_dataset") | AssetSelection.checks_for_assets("curated_coco", "coco_dataset")
+    result = materialize(list(defs.assets) + list(defs.asset_checks), selection=selection, instance=instance,
+                         partition_key=category, resources=defs.resources, raise_on_error=False)
+    assert not result.success
+    failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
+    assert [c.check_name for c in failed] == ["curated_coco_valid"]
+    assert "RLE size" in failed[0].metadata["first_problems"].value
+    assert not result.asset_materializations_for_node("coco_dataset")
+    assert (dataset / "coco" / "train.json").read_bytes() == before
+
+
+def test_filters_and_a_test_split_are_config(curated):
+    dataset, categories, instance = curated
+    category = categories[0]
+    config = {"ops": {"curated_coco": {"config": {"categories": ["vehicle"], "train": 70, "val": 15, "test": 15,
+                                                  "resplit": True}}}}
+    result = defs.resolve_job_def("category_pipeline").execute_in_process(
+        instance=instance, partition_key=category, run_config=config)
+    assert result.success
+    folder = dataset / "coco" / category
+    assert (folder / "test.json").is_file()
+    for split in ("train", "val", "test"):
+        anns = json.loads((folder / f"{split}.json").read_text())["annotations"]
+        assert {a["category_id"] for a in anns} <= {3, 5}
+    table = pd.read_parquet(table_path(dataset, "curated_coco", category))
+    assert set(table.reason.dropna()) <= {"not_chosen", "no_detections", "person_only", "unusable", "below_min_score"}
+    # back to two splits: the stale test.json goes, so no trainer picks it up
+    assert defs.resolve_job_def("category_pipeline").execute_in_process(instance=instance, partition_key=category).success
+    assert not (folder / "test.json").exists()
