@@ -233,24 +233,44 @@ def cmd_import_legacy(args: argparse.Namespace) -> int:
     from samantics_dagster.core.legacy import LegacyImportError, import_legacy
 
     dataset = _dataset_dir(args)
-    bar = tqdm(desc="importing", unit="frame", disable=args.quiet)
+    bars: list = []  # made on the first progress call, so a bad --data-root prints only its one line
 
     def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        if not bars:
+            bars.append(tqdm(desc="importing", unit="frame", total=total, disable=args.quiet))
+        bars[0].total = total
+        bars[0].n = done
+        bars[0].refresh()
 
     try:
         report = import_legacy(Path(args.data_root), dataset, dry_run=args.dry_run, progress=progress)
     except LegacyImportError as exc:
         raise CliError(str(exc)) from None
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     _show(report.summary(), "nothing to import")
-    for problem in report.problems[:20]:
+    problems = report.all_problems
+    for problem in problems[:20]:
         print(f"  problem: {problem}", file=sys.stderr)
+    if len(problems) > 20:
+        print(f"  ... and {len(problems) - 20} more", file=sys.stderr)
     if args.dry_run:
         print("dry run: nothing was written")
+    elif os.environ.get("DAGSTER_HOME"):
+        # Categories only the old dataset had become partitions, so the UI and the sensor see them.
+        from dagster import DagsterInstance
+
+        from samantics_dagster.partitions import category_partitions
+
+        with DagsterInstance.get() as instance:
+            existing = set(instance.get_dynamic_partitions(category_partitions.name))
+            new = sorted(set(report.categories) - existing)
+            if new:
+                instance.add_dynamic_partitions(category_partitions.name, new)
+        print(f"added {len(new)} categories as partitions of {os.environ['DAGSTER_HOME']}")
+    else:
+        print("DAGSTER_HOME is not set: run `samantics add-partitions` against your instance to see these categories in Dagster")
     return 0
 
 

@@ -73,7 +73,7 @@ class LabelResult:
 
 
 Finish = Callable[[], list[list[Instance]]]
-Segmenter = Callable[[list[Image.Image]], "Finish | list[list[Instance]]"]
+Segmenter = Callable[[list[Image.Image]], Finish | list[list[Instance]]]
 """Images -> instances per image. May return the instances, or a ``Finish`` that computes them: the
 device half runs in the call, the CPU half (RLE...) in ``Finish``, on a post-processing thread."""
 ProgressFn = Callable[[int, int], None]
