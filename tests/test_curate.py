@@ -35,6 +35,7 @@ def _run_all(instance, categories, run_config=None):
         result = job.execute_in_process(instance=instance, partition_key=category, run_config=run_config or {})
         checks = result.get_asset_check_evaluations()
         assert result.success and all(c.passed for c in checks if c.severity.value == "ERROR"), category
+        assert {"curated_coco_valid", "curated_coco_no_video_leak", "split_ratios"} <= {c.check_name for c in checks}
     result = defs.resolve_job_def("coco_export").execute_in_process(instance=instance)
     assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
     return result

@@ -3,7 +3,9 @@
 from collections import Counter
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from dagster import (
+    AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, Config, MetadataValue, Output, asset,
+)
 from pydantic import Field
 
 from samantics_dagster.assets.metadata import md_table
@@ -40,11 +42,14 @@ class CurateConfig(Config):
     group_name="curate",
     kinds={"python", "parquet", "json"},
     description="Included/excluded per frame with its reason and split; writes coco/{category}/train.json, val.json (test.json).",
+    check_specs=[AssetCheckSpec("split_ratios", asset="curated_coco", description=(
+        "Each split's share of frames is within 5 points of its target, or within the share of the largest "
+        "video when videos are too few for that (whole videos can't be cut)."))],
 )
 def curated_coco(
     context: AssetExecutionContext, config: CurateConfig, dataset: DatasetResource,
     deduped_images: pd.DataFrame, sam3_labels: pd.DataFrame,
-) -> Output[pd.DataFrame]:
+):
     category = context.partition_key
     settings = config.settings()
     spec = load_spec(dataset.dataset_path / "coco-spec.json")
@@ -77,7 +82,7 @@ def curated_coco(
     shares = split_shares(dict(zip(included["dhash"], included["split"])))
     context.log.info(f"{category}: {len(included)} of {len(table)} frames included; " +
                      ", ".join(f"{s} {n} images / {a} annotations" for s, (n, a) in counts.items()))
-    return Output(table, metadata={
+    yield Output(table, metadata={
         "included": len(included),
         "excluded": len(excluded),
         "excluded_by_reason": MetadataValue.json({str(k): int(v) for k, v in excluded["reason"].value_counts().items()}),
@@ -90,3 +95,23 @@ def curated_coco(
         "coco_files": MetadataValue.json({s: str(folder / f"{s}.json") for s in counts}),
         "largest_exclusions": md_table(excluded[["rel_path", "reason"]]),
     })
+    yield split_ratio_check(included, settings.ratios)
+
+
+RATIO_TOLERANCE = 0.05
+
+
+def split_ratio_check(included: pd.DataFrame, ratios: dict[str, float]) -> AssetCheckResult:
+    """Compares frame shares with the targets; the check's config-dependence is why it lives in the asset."""
+    total = len(included)
+    shares = split_shares(dict(zip(included["dhash"], included["split"])))
+    largest = included.groupby(included["video_id"].fillna(included["dhash"])).size().max() / total if total else 0.0
+    tolerance = max(RATIO_TOLERANCE, float(largest))
+    targets = {s: r / 100.0 for s, r in ratios.items() if r > 0}
+    errors = {s: abs(shares.get(s, 0.0) - t) for s, t in targets.items()}
+    return AssetCheckResult(
+        passed=bool(total == 0 or all(e <= tolerance for e in errors.values())),
+        severity=AssetCheckSeverity.WARN,
+        metadata={"targets": MetadataValue.json(targets), "shares": MetadataValue.json({s: round(v, 4) for s, v in shares.items()}),
+                  "tolerance": round(tolerance, 4), "largest_video_share": round(float(largest), 4)},
+    )
