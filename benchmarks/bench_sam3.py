@@ -218,7 +218,7 @@ def main() -> int:
                         torch.cuda.synchronize()
                     secs = time.perf_counter() - t0
                 timings[label] = secs
-                hidden = f"{1 - waited / post:.0%}" if post else "-"
+                hidden = f"{max(0.0, 1 - waited / post):.0%}" if post else "-"  # a late-starting worker: wait > post
                 rows.append((label, k, n, instances, f"{secs:.2f}", f"{n / secs:.2f}",
                              f"{post:.2f}" if post is not None else "-", hidden, busy.figure(),
                              f"{timings[seed] / secs:.1f}x"))

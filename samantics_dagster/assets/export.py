@@ -8,6 +8,7 @@ from samantics_dagster.assets.curate import curated_coco
 from samantics_dagster.core.coco import SPLITS, merge_coco, write_json_atomic
 from samantics_dagster.core.queries import load_spec
 from samantics_dagster.resources.dataset import DatasetResource
+from samantics_dagster.sensors.automation import EXPORT_CONDITION
 
 
 def category_files(dataset: DatasetResource) -> dict[str, dict[str, object]]:
@@ -24,6 +25,7 @@ def category_files(dataset: DatasetResource) -> dict[str, dict[str, object]]:
 @asset(
     deps=[curated_coco],
     group_name="curate",
+    automation_condition=EXPORT_CONDITION,
     kinds={"json"},
     description="All curated_coco partitions merged: coco/train.json and coco/val.json (and test.json), ids unique across the dataset.",
 )

@@ -83,8 +83,8 @@ def encode_masks(masks: np.ndarray | Sequence[np.ndarray]) -> list[dict]:
     """Encode H×W masks (an N×H×W array or a list) as COCO RLE dicts with str counts.
 
     pycocotools reads an H×W×N Fortran-ordered uint8 stack (it scans each mask column-wise). A bool
-    N×H×W array whose masks are already column-major (``sam3_model.MaskGroup.masks``) is passed
-    without a copy; anything else is converted once for the whole stack, not per mask. The encoder
+    N×H×W array whose masks are already column-major (``sam3_model`` transposes them on the GPU) is
+    passed without a copy; anything else is converted once for the whole stack, not per mask. The encoder
     holds the GIL (measured: two threads encode no faster than one), so it is called on at most
     ``_ENCODE_AT_ONCE`` masks at a time: other threads (the one feeding the GPU) wait at most that long.
     """

@@ -235,18 +235,12 @@ class Detection:
 
 @dataclass(eq=False)
 class MaskGroup:
-    """Kept detections of one image from one pair chunk, by prompt index, then by descending score.
-
-    ``masks`` is an [M, H, W] view of an [M, W, H] buffer: the masks are transposed on the device,
-    where it is almost free, so each one is already column-major, the order pycocotools encodes in.
-    On the host that transpose (plus a uint8 cast) cost 3x the encode itself: 15-18 ms against
-    4-5.5 ms for ten 720p masks, measured on the CPU here.
-    """
+    """Kept detections of one image from one pair chunk, by prompt index, then by descending score."""
 
     prompt_index: np.ndarray  # int64 [M]
     scores: np.ndarray  # float32 [M]
     boxes_xyxy: np.ndarray  # float32 [M, 4], pixels of the original image
-    masks: np.ndarray  # bool [M, H, W], column-major per mask
+    masks: np.ndarray  # bool [M, H, W]; from CUDA, column-major per mask (see _to_host)
 
 
 class PendingDetections:
@@ -282,20 +276,28 @@ def _thresholds(score_threshold: float | Sequence[float], k: int) -> torch.Tenso
     return torch.tensor(thr)
 
 
-# Upsample at most this many output pixels at once: the float32 logits at full size are the peak
-# (50 masks of a 12 MP frame would be 2.4 GB); 2**28 pixels is 1 GiB of float32.
-_UPSAMPLE_PIXELS = 1 << 28
+# Output pixels upsampled at once. On CUDA, few big launches; the cap bounds the float32 logits at full
+# size, the peak (50 masks of a 12 MP frame would be 2.4 GB; 2**28 px is 1 GiB). On the CPU, small groups
+# are faster: 100 masks at 720p took ~250 ms in groups of 5, 530 ms in one (measured here).
+_UPSAMPLE_PIXELS = {"cuda": 1 << 28, "cpu": 1 << 22}
 
 
-def _to_host(t: torch.Tensor) -> np.ndarray:
-    """Start copying ``t`` to the host. From CUDA it goes into pinned memory with ``non_blocking``:
-    through pageable memory the full-size masks cost 64 ms/image, more than the model (notes §3.6),
-    and the copy would block this thread. The array is valid once the stream passes the copy."""
-    if t.device.type != "cuda":
-        return t.contiguous().numpy()
-    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-    host.copy_(t, non_blocking=True)
-    return host.numpy()  # the array keeps ``host`` (and its pinned block) alive
+def _to_host(masks: torch.Tensor) -> np.ndarray:
+    """Start copying [M, H, W] bool masks to the host; the array is valid once the stream passes the copy.
+
+    From CUDA: into pinned memory with ``non_blocking``. Through pageable memory full-size masks cost
+    64 ms/image, more than the model (notes §3.6), and the copy would block this thread. Each mask is
+    transposed on the device first, where it is almost free, so that it arrives column-major, the
+    order pycocotools encodes in: on the host that conversion cost a third of the encode time
+    (37 against 119 ms for forty 720p masks). On the CPU the masks stay as they are: transposing here
+    would cost the thread that runs the model more (73 ms, torch) than it saves the RLE thread.
+    """
+    if masks.device.type != "cuda":
+        return masks.numpy()
+    m, h, w = masks.shape
+    host = torch.empty((m, w, h), dtype=torch.bool, pin_memory=True)
+    host.copy_(masks.transpose(1, 2).contiguous(), non_blocking=True)
+    return host.numpy().transpose(0, 2, 1)  # the view keeps ``host`` (and its pinned block) alive
 
 
 @torch.inference_mode()
@@ -365,7 +367,7 @@ def detect(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(kept_image)]):
             i = int(kept_image[lo])
             w, h = sizes[i]
-            step = max(1, _UPSAMPLE_PIXELS // (w * h))
+            step = max(1, _UPSAMPLE_PIXELS.get(dev.type, _UPSAMPLE_PIXELS["cpu"]) // (w * h))
             for s in range(lo, hi, step):
                 e = min(hi, s + step)
                 logits = out.pred_masks[rows[s:e], queries[s:e]].float()
@@ -373,7 +375,7 @@ def detect(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch
                 per_image[i].append(MaskGroup(
                     prompt_index=kept_prompt[s:e], scores=kept[s:e, 0],
                     boxes_xyxy=kept[s:e, 1:] * np.array([w, h, w, h], dtype=np.float32),
-                    masks=_to_host(masks.transpose(1, 2)).transpose(0, 2, 1)))
+                    masks=_to_host(masks)))
     ready = None
     if dev.type == "cuda":
         ready = torch.cuda.Event()

@@ -63,7 +63,7 @@ DEFAULT_RATIOS: dict[str, float] = {"train": 85.0, "val": 15.0}
 #: Most folds the new groups are cut into; the fold-to-split search scores ``2**MAX_FOLDS`` subsets.
 MAX_FOLDS = 20
 #: How far (as a share of all frames) a split may be from the best frame count reachable with whole
-#: folds so that the label coverage can be improved.
+#: folds, to leave room for label coverage, label shares and the seed's pick.
 FRAME_SLACK = 0.01
 #: How much worse (root mean square over labels of the share of a label's frames in the split, minus the
 #: split's share) a subset may be than the best one and still be picked by the seed.

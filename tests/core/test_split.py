@@ -4,13 +4,14 @@ What the split promises and how each promise is checked:
 
 * no video in two splits - a property test over random videos, frames with no video, labels, 2- and
   3-way ratios and seeds;
-* frame shares near the target - with >= 20 videos of unequal length (1-60 frames) the val share is
+* frame shares near the target - with >= 20 videos of unequal length (5-60 frames) the val share is
   within ``TOLERANCE`` (5 points) of its target. Why 5: the new videos are cut into 20 folds of about
-  1/20 of the frames each; a subset of whole folds can get within about half a fold (2.5 points) of any
-  target, and the split may give up one more point (``FRAME_SLACK``) to put a rare label on both sides.
-  A targeted hypothesis search (1,500 examples, maximising the error) found at most 2.8 points; 5 leaves
-  room for fold sizes made uneven by long videos. ``GroupShuffleSplit``, whose size counts videos, is
-  measured too and must do worse on average;
+  1/20 of the frames each; a subset of whole folds gets within about half a fold (2.5 points) of the
+  target, and the split may give up one more point (``FRAME_SLACK``) for label coverage and for the
+  seed's pick. Targeted hypothesis searches (maximising the error, 800 examples) found at most 2.4
+  points with 5-60 frames. The lengths are bounded below on purpose: no tolerance holds for any video
+  lengths - 15 one-frame videos and 5 of 60 frames cannot give 10% val closer than 5.2 points, whatever
+  the splitter. ``GroupShuffleSplit``, whose size counts videos, is measured too and must do worse;
 * deterministic and independent of row order; the seed changes the split;
 * sticky: a re-run with new videos (and new frames of old videos) leaves every old frame where it was;
 * stratification is measurable: a rare class in a few videos lands in both train and val far more often
@@ -41,7 +42,7 @@ from samantics_dagster.core.split import (
 
 TOLERANCE = 0.05  # share of frames; see the module docstring
 RATIOS = {"train": 85.0, "val": 15.0}
-PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def frames(lengths, video_labels, prefix="v", rare=None):
@@ -165,7 +166,7 @@ def test_leaked_groups_and_previous_splits():
 
 def test_three_way_split_sizes():
     errors = []
-    for seed in range(10):
+    for seed in range(8):
         keys, groups, labels = random_videos(np.random.default_rng(seed), 50)
         assignment = assign_splits(keys, groups, labels, parse_ratios(70, 15, 15), seed=seed)
         assert leaked_groups(keys, groups, assignment) == []
@@ -178,7 +179,7 @@ def test_three_way_split_sizes():
 def test_val_share_beats_group_shuffle_split():
     """Sized in frames, the split is closer to 15% than GroupShuffleSplit, which sizes in videos."""
     ours, theirs = [], []
-    for seed in range(20):
+    for seed in range(12):
         keys, groups, labels = random_videos(np.random.default_rng(100 + seed), 50)
         assignment = assign_splits(keys, groups, labels, RATIOS, seed=seed)
         ours.append(abs(split_shares(assignment)["val"] - 0.15))
@@ -198,7 +199,7 @@ def test_stratification_puts_a_rare_class_on_both_sides():
     """A class in 3 of 40 videos ends up in train and val nearly always; a plain grouped split manages
     that only when its 15% of videos happens to catch one of the 3 (about 40%)."""
     ours = naive = 0
-    runs = 20
+    runs = 16
     for seed in range(runs):
         rng = np.random.default_rng(seed)
         lengths = rng.integers(10, 80, 40).tolist()
@@ -287,7 +288,7 @@ def test_never_a_shared_video(data, ratios, seed):
 
 @PROPERTY
 @given(
-    lengths=st.lists(st.integers(1, 60), min_size=20, max_size=50).filter(lambda xs: len(set(xs)) > 1),
+    lengths=st.lists(st.integers(5, 60), min_size=20, max_size=50).filter(lambda xs: len(set(xs)) > 1),
     video_labels=st.lists(st.sampled_from("abcde"), min_size=50, max_size=50),
     val=st.sampled_from([10, 15, 20, 30]),
     seed=st.integers(0, 2**32 - 1),
