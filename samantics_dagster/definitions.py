@@ -1,6 +1,6 @@
 """The code location: ``dagster dev -m samantics_dagster.definitions`` (or via workspace.yaml)."""
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions, EnvVar, in_process_executor
 
 from samantics_dagster.assets.checks import (
     accepted_frames_in_store, coco_dataset_no_video_leak, coco_dataset_valid, curated_coco_no_video_leak,
@@ -22,6 +22,9 @@ defs = Definitions(
     jobs=[category_pipeline, coco_export],
     sensors=[grabby_workdir_sensor, coco_export_automation],
     schedules=[nightly_label_retry, nightly_export],
+    # One process per run, not one per step: each step process re-imports the code location (seconds), and
+    # the run's steps are a chain anyway. Runs of different categories still run in parallel.
+    executor=in_process_executor,
     resources={
         "dataset": DatasetResource(dataset_dir=EnvVar("DATASET_DIR"), grabby_workdir=EnvVar("GRABBY_WORKDIR")),
         "table_io_manager": ParquetTableIOManager(dataset_dir=EnvVar("DATASET_DIR")),

@@ -44,6 +44,8 @@ class LabelConfig(Config):
     image_batch: int = Field(4, ge=1, description="Images through the vision encoder at once.")
     pair_chunk: int = Field(32, ge=1, description="(image, prompt) pairs through the heads at once.")
     retry_failed: bool = Field(False, description="Label again the images whose last attempt failed.")
+    relabel_imported: bool = Field(False, description="Label again the images whose labels came from `samantics import-legacy`.")
+    post_workers: int = Field(1, ge=0, description="Threads turning masks into RLE while the next batch is on the GPU (0: serial).")
 
     def settings(self) -> LabelSettings:
         return LabelSettings(
@@ -84,7 +86,8 @@ def sam3_labels(
     result = label_partition(
         accepted, dataset.store(), make_segmenter(loaded, queries, spec, settings), labeler,
         table_path=table_path(dataset.dataset_path, "sam3_labels", category), image_batch=settings.image_batch,
-        retry_failed=config.retry_failed, progress=ProgressLog(context.log.info, f"label {category}", "images"),
+        retry_failed=config.retry_failed, relabel_imported=config.relabel_imported, post_workers=config.post_workers,
+        progress=ProgressLog(context.log.info, f"label {category}", "images"),
         log=context.log.info,
     )
     with dataset.lock("labels.jsonl"):  # runs of several categories rebuild it; the last must see all tables
@@ -109,6 +112,8 @@ def sam3_labels(
             "instances": int(table["n_instances"].fillna(0).sum()),
             "instances_per_class": MetadataValue.json({by_name.get(k, k): v for k, v in result.instances_per_class.items()}),
             "images_per_s": round(result.labelled / result.seconds, 2) if result.seconds > 0 else 0.0,
+            "postprocess_s": round(result.post_seconds, 2),
+            "postprocess_not_hidden_s": round(result.post_wait_seconds, 2),
             "device": gpu,
             "model_fingerprint": loaded.fingerprint,
             "queries_fingerprint": queries.fingerprint(),

@@ -56,7 +56,6 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 DEFAULT_RATIOS: dict[str, float] = {"train": 85.0, "val": 15.0}
 
@@ -299,6 +298,8 @@ def _folds(
     else:
         # Map labels to sorted integer codes so that type_of_target sees plain classes.
         _, y = np.unique(y.astype(str), return_inverse=True)
+    from sklearn.model_selection import StratifiedGroupKFold  # 1.8 s of imports: only when a split is made
+
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed % 2**32)
     fold_of_group: dict[tuple[int, str], int] = {}
     with warnings.catch_warnings():

@@ -2,13 +2,15 @@
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from samantics_dagster.core.sam3_model import LoadedSam3, load_sam3, resolve_model_dir
+if TYPE_CHECKING:  # torch is imported when a model loads, not by every process that loads the code location
+    from samantics_dagster.core.sam3_model import LoadedSam3
 
-_LOADED: dict[tuple, LoadedSam3] = {}
+_LOADED: dict[tuple, "LoadedSam3"] = {}
 _LOCK = threading.Lock()
 
 
@@ -25,9 +27,13 @@ class Sam3Resource(ConfigurableResource):
     compile: bool = Field(False, description="torch.compile the sub-networks (static shapes; long runs only).")
 
     def model_dir(self) -> Path:
+        from samantics_dagster.core.sam3_model import resolve_model_dir
+
         return resolve_model_dir(Path(self.model_cache), self.repo_id)
 
-    def load(self) -> LoadedSam3:
+    def load(self) -> "LoadedSam3":
+        from samantics_dagster.core.sam3_model import load_sam3
+
         model_dir = self.model_dir()
         key = (str(model_dir), self.device, self.dtype, self.compile)
         with _LOCK:

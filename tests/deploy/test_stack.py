@@ -212,8 +212,12 @@ def _run_failures(instance, run_ids) -> list[str]:
     for run_id in run_ids:
         run = instance.get_run_by_id(run_id)
         if run and run.status == DagsterRunStatus.FAILURE:
-            events = instance.all_logs(run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE})
-            out += [f"{run.tags.get('dagster/partition')}: {e.step_key}: {e.message}"[:1500] for e in events]
+            for e in instance.all_logs(run_id):
+                error = getattr(e.dagster_event.event_specific_data, "error", None) if e.dagster_event else None
+                if error is not None or (e.dagster_event and e.dagster_event.event_type in (
+                        DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE)):
+                    detail = error.to_string() if error is not None else ""
+                    out.append(f"{run.tags.get('dagster/partition')} {run_id[:8]} {e.step_key}: {e.message}\n{detail}"[-3000:])
     return out
 
 
