@@ -35,4 +35,8 @@ if [ "$#" -eq 0 ]; then
     echo "entrypoint: give a command: dagster-webserver ... or dagster-daemon run ..." >&2
     exit 2
 fi
+# The daemon launches the runs: create the pools' rows before it starts (see init-pools.py for the race).
+case "$1" in
+    dagster-daemon) python "$(dirname "$0")/init-pools.py" ;;
+esac
 exec "$@"
