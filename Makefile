@@ -17,7 +17,11 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/samantics demo
 
+# The deployment tests' tools (tests/deploy/requirements.txt), then PostgreSQL, Chromium and docker-compose
+# (scripts/test-services.sh: Debian's packages if missing, a throwaway cluster on 127.0.0.1, stopped after).
 test: venv
+	$(BIN)/pip install --quiet --disable-pip-version-check -r tests/deploy/requirements.txt
+	@eval "$$(scripts/test-services.sh start)"; trap 'scripts/test-services.sh stop' EXIT; \
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra
 
 bench: venv

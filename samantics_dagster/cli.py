@@ -142,8 +142,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     elif args.videos:
         _show(status.top_videos(dataset, args.limit), "no videos yet")
     else:
-        _show(status.status_table(dataset), "no categories yet")
+        table = status.status_table(dataset)
+        runs = _last_runs()
+        if runs and len(table):
+            table["last_run"] = [runs.get(c, ("-", ""))[0] for c in table["category"]]
+            table["last_run_at"] = [runs.get(c, ("-", "-"))[1] for c in table["category"]]
+        _show(table, "no categories yet")
     return 0
+
+
+def _last_runs() -> dict[str, tuple[str, str]]:
+    """Category -> (status, UTC time) of its latest category_pipeline run, from the instance in
+    DAGSTER_HOME (empty without one): what the old pipeline.db's status column answered."""
+    if not os.environ.get("DAGSTER_HOME") or not (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").exists():
+        return {}
+    from datetime import datetime, timezone
+
+    from dagster import DagsterInstance, RunsFilter
+
+    out: dict[str, tuple[str, str]] = {}
+    with DagsterInstance.get() as instance:
+        for record in instance.get_run_records(RunsFilter(job_name="category_pipeline"), limit=5000):
+            category = record.dagster_run.tags.get("dagster/partition")
+            if category and category not in out:  # records come newest first
+                when = datetime.fromtimestamp(record.create_timestamp.timestamp(), timezone.utc)
+                out[category] = (record.dagster_run.status.value.lower(), when.strftime("%Y-%m-%dT%H:%MZ"))
+    return out
 
 
 def _spec(path: str | None, required: bool):

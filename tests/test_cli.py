@@ -48,6 +48,9 @@ def test_demo_without_ui_materialises_every_category_and_status_reports_it(demo)
     assert sum(int(r["included"]) for r in rows) > 0
     for split in ("train", "val"):
         assert (dataset / "coco" / f"{split}.json").is_file()
+    # with the instance at hand, status also says how each category's last run went
+    with_runs = _rows(_run("status", "--dataset-dir", str(dataset), env={"DAGSTER_HOME": str(root / "dagster_home")}).stdout)
+    assert [r["last_run"] for r in with_runs] == ["success"] * len(tables)
     # the demo's instance holds the runs the UI will show
     from dagster import AssetKey, DagsterInstance
 

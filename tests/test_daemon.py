@@ -4,6 +4,7 @@ A new category folder appears -> the sensor adds the partition and launches its 
 sensor re-merges ``coco_dataset``; then a backfill of three categories from the CLI makes three runs.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -107,6 +108,23 @@ def test_new_folder_to_merged_export_and_a_cli_backfill(tmp_path, sample, tiny_m
                 return len(runs) == 3 and all(r.status == DagsterRunStatus.SUCCESS for r in runs) and runs
             runs = _wait("the backfill's three runs", backfilled, 420, daemon, log)
             assert sorted(r.tags["dagster/partition"] for r in runs) == ["gym", "kitchen", "street"]
+
+            # a run that fails is retried once by the daemon, from the failed step only (dagster.yaml run_retries)
+            bad = json.dumps({"ops": {"curated_coco": {"config": {"categories": ["no-such-class"]}}}})
+            proc = subprocess.run([str(BIN / "dagster"), "job", "launch", "-w", str(REPO / "workspace.yaml"),
+                                   "-j", "category_pipeline", "--config-json", bad,
+                                   "--tags", json.dumps({"dagster/partition": "gym", "samantics/test": "retry"})],
+                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+            def retried():
+                runs = instance.get_runs(RunsFilter(tags={"samantics/test": "retry"}))
+                return len(runs) == 2 and all(r.status == DagsterRunStatus.FAILURE for r in runs) and runs
+            retry, first = _wait("the failed run and its retry", retried, 300, daemon, log)
+            assert retry.tags.get("dagster/retry_number") == "1" and retry.parent_run_id == first.run_id
+            started = {e.step_key for e in instance.all_logs(retry.run_id) if e.dagster_event
+                       and e.dagster_event.event_type_value == "STEP_START"}
+            assert started == {"curated_coco"}, started  # ingress, dedupe and labels were not redone
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
