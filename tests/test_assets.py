@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from samantics_dagster.core.catalog import list_categories

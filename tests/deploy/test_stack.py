@@ -202,7 +202,7 @@ def stack(tmp_path_factory, pg_url, sample, tiny_model_dir):
             startup_s = time.monotonic() - t0
             yield {"base": base, "gql": gql, "instance": instance, "procs": procs, "workdir": workdir,
                    "dataset": dataset, "home": home, "twins": twins, "audit_log": audit_log,
-                   "startup_s": startup_s, "model": tiny_model_dir}
+                   "startup_s": startup_s, "model": tiny_model_dir, "env": env}
         finally:
             procs.stop()
             instance.dispose()
@@ -365,14 +365,18 @@ def test_coco_export_launched_from_graphql_merges_every_category(stack, backfill
     assert merged["train"]["images"], "nothing curated into train"
 
 
-def test_nothing_wrote_under_the_workdir_or_the_model_cache(stack, backfilled):
+def test_nothing_wrote_under_the_workdir_or_the_model_cache(stack, backfilled, tmp_path):
     """Across the gRPC server, webserver, daemon and every run worker: no open for writing, no create, rename
     or delete under GRABBY_WORKDIR or MODEL_CACHE (an audit hook in each process; root ignores permissions)."""
     log = stack["audit_log"]
     hits = log.read_text().splitlines() if log.exists() else []
     assert not hits, f"wrote under a read-only input: {hits[:10]}"
-    # the hook was live: the workdir's frames and the model's weights were read by those processes
-    assert list((stack["dataset"] / "images").glob("*.jpg")) and (stack["model"] / "config.json").is_file()
+    # the hook is live in processes started with that environment: a deliberate write is caught
+    canary, canary_log = tmp_path / "canary", tmp_path / "canary.log"
+    canary.mkdir()
+    env = {**stack["env"], "SAMANTICS_AUDIT_GUARD": str(canary), "SAMANTICS_AUDIT_LOG": str(canary_log)}
+    subprocess.run([str(BIN / "python"), "-c", f"open({str(canary / 'x')!r}, 'w').close()"], env=env, check=True)
+    assert "open" in canary_log.read_text() and str(canary / "x") in canary_log.read_text()
 
 
 def _chromium_page(chromium: str, url: str, out: Path, profile: Path, size: str = "1600,1000") -> str:
