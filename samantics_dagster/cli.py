@@ -91,13 +91,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     categories = list_categories(workdir)
     print(f"demo: {len(categories)} categories {categories}; dataset {dataset}; instance {home}")
     materialize_all(categories)
-    from samantics_dagster.core.tables import read_all
+    from samantics_dagster.core.status import status_table
 
-    for category, table in read_all(dataset, "deduped_images").items():
-        counts = table["status"].value_counts().to_dict()
-        labels = read_all(dataset, "sam3_labels").get(category)
-        labelled = int((labels["status"] == "done").sum()) if labels is not None else 0
-        print(f"  {category}: {counts.get('accepted', 0)} accepted, {counts.get('rejected', 0)} rejected, {labelled} labelled")
+    for row in status_table(dataset).itertuples():
+        print(f"  {row.category}: {row.accepted} accepted, {row.frames - row.accepted} rejected, {row.labelled} labelled, "
+              f"{row.included} in the COCO export")
+    print(f"COCO: {dataset / 'coco' / 'train.json'}, {dataset / 'coco' / 'val.json'}")
     if args.no_serve:
         return 0
     print(f"serving the Dagster UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
