@@ -29,3 +29,4 @@ bench: venv
 	$(BIN)/python benchmarks/bench_dedupe.py
 	$(BIN)/python benchmarks/bench_hamming.py
 	$(BIN)/python benchmarks/bench_sam3.py
+	$(BIN)/python benchmarks/bench_sensor.py

@@ -33,6 +33,20 @@ def _previews(table: pd.DataFrame, dataset: DatasetResource, names: dict[int, st
     return previews_markdown(shots)
 
 
+# On Kubernetes (dagster-k8s, deploy/k8s.md) this step asks for a GPU node; other launchers ignore the tag.
+K8S_GPU_CONFIG = {
+    "container_config": {
+        "resources": {"requests": {"cpu": "4", "memory": "24Gi"}, "limits": {"nvidia.com/gpu": "1", "memory": "32Gi"}},
+        "volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}],
+    },
+    "pod_spec_config": {
+        "node_selector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "volumes": [{"name": "dshm", "empty_dir": {"medium": "Memory", "size_limit": "8Gi"}}],
+    },
+}
+
+
 class LabelConfig(Config):
     """The old label script's knobs and defaults."""
 
@@ -62,6 +76,7 @@ class LabelConfig(Config):
     group_name="label",
     kinds={"pytorch", "parquet"},
     pool="gpu",
+    op_tags={"dagster-k8s/config": K8S_GPU_CONFIG},
     description="SAM3 on every accepted image of the category: one row per image, instances as JSON (boxes XYXY, scores, RLE).",
 )
 def sam3_labels(

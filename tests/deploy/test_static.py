@@ -500,6 +500,5 @@ def test_the_gpu_tag_asks_for_a_gpu_node_and_is_valid_dagster_k8s_config():
 
     (labels,) = [a for a in defs.assets if a.key.path[-1] == "sam3_labels"]
     op_tags = labels.op.tags
-    if "dagster-k8s/config" in op_tags:
-        actual = op_tags["dagster-k8s/config"]
-        assert (json.loads(actual) if isinstance(actual, str) else actual) == tag
+    actual = op_tags["dagster-k8s/config"]
+    assert (json.loads(actual) if isinstance(actual, str) else actual) == tag
