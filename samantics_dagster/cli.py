@@ -36,6 +36,17 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_category_partitions(instance, categories) -> tuple[list[str], int]:
+    """Add the categories the instance lacks as `category` partitions; (added, how many were there)."""
+    from samantics_dagster.partitions import category_partitions
+
+    existing = set(instance.get_dynamic_partitions(category_partitions.name))
+    new = sorted(set(categories) - existing)
+    if new:
+        instance.add_dynamic_partitions(category_partitions.name, new)
+    return new, len(existing)
+
+
 def materialize_all(categories: list[str], show_progress: bool = True) -> None:
     """Add every category as a partition, run the per-category job for each, then the merged export,
     on the instance in $DAGSTER_HOME: the same jobs a sensor or a backfill launches."""
@@ -43,13 +54,9 @@ def materialize_all(categories: list[str], show_progress: bool = True) -> None:
     from tqdm import tqdm
 
     from samantics_dagster.definitions import defs
-    from samantics_dagster.partitions import category_partitions
 
     instance = DagsterInstance.get()
-    existing = set(instance.get_dynamic_partitions(category_partitions.name))
-    new = [c for c in categories if c not in existing]
-    if new:
-        instance.add_dynamic_partitions(category_partitions.name, new)
+    add_category_partitions(instance, categories)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # every line is in the UI's run page
     tags = {"samantics/source": "demo"}
     job = defs.resolve_job_def("category_pipeline")
@@ -110,7 +117,6 @@ def cmd_add_partitions(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from samantics_dagster.core.catalog import list_categories
-    from samantics_dagster.partitions import category_partitions
 
     workdir = Path(args.workdir or os.environ.get("GRABBY_WORKDIR") or "")
     if not workdir.is_dir():
@@ -118,11 +124,8 @@ def cmd_add_partitions(args: argparse.Namespace) -> int:
     if not os.environ.get("DAGSTER_HOME"):
         raise CliError("DAGSTER_HOME is not set: point it at your Dagster instance folder")
     with DagsterInstance.get() as instance:
-        existing = set(instance.get_dynamic_partitions(category_partitions.name))
-        new = [c for c in list_categories(workdir) if c not in existing]
-        if new:
-            instance.add_dynamic_partitions(category_partitions.name, new)
-    print(f"added {len(new)} categories: {', '.join(new) or '-'} ({len(existing)} were there)")
+        new, existing = add_category_partitions(instance, list_categories(workdir))
+    print(f"added {len(new)} categories: {', '.join(new) or '-'} ({existing} were there)")
     return 0
 
 
@@ -155,7 +158,7 @@ def _last_runs() -> dict[str, tuple[str, str]]:
     DAGSTER_HOME (empty without one): what the old pipeline.db's status column answered."""
     if not os.environ.get("DAGSTER_HOME") or not (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").exists():
         return {}
-    from datetime import datetime, timezone
+    from datetime import timezone
 
     from dagster import DagsterInstance, RunsFilter
 
@@ -164,7 +167,7 @@ def _last_runs() -> dict[str, tuple[str, str]]:
         for record in instance.get_run_records(RunsFilter(job_name="category_pipeline"), limit=5000):
             category = record.dagster_run.tags.get("dagster/partition")
             if category and category not in out:  # records come newest first
-                when = datetime.fromtimestamp(record.create_timestamp.timestamp(), timezone.utc)
+                when = record.create_timestamp.astimezone(timezone.utc)
                 out[category] = (record.dagster_run.status.value.lower(), when.strftime("%Y-%m-%dT%H:%MZ"))
     return out
 
@@ -202,6 +205,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_split(args: argparse.Namespace) -> int:
     from samantics_dagster.core import records
     from samantics_dagster.core.split import assign_splits, parse_ratios, split_shares
+    from samantics_dagster.core.tables import write_jsonl
 
     test = None
     if args.test_out:
@@ -222,7 +226,9 @@ def cmd_split(args: argparse.Namespace) -> int:
     outputs = {"train": args.train_out, "val": args.val_out, "test": args.test_out}
     for split, out in outputs.items():
         if out:
-            n = records.write_jsonl((r for k, r in zip(keys, recs) if assignment[k] == split), Path(out))
+            chosen = [r for k, r in zip(keys, recs) if assignment[k] == split]
+            write_jsonl(chosen, Path(out))
+            n = len(chosen)
             print(f"{split}: {n} records -> {out}")
     shares = split_shares(assignment)
     print("frame shares: " + ", ".join(f"{s} {v:.1%}" for s, v in shares.items()) +
@@ -284,13 +290,8 @@ def cmd_import_legacy(args: argparse.Namespace) -> int:
         # Categories only the old dataset had become partitions, so the UI and the sensor see them.
         from dagster import DagsterInstance
 
-        from samantics_dagster.partitions import category_partitions
-
         with DagsterInstance.get() as instance:
-            existing = set(instance.get_dynamic_partitions(category_partitions.name))
-            new = sorted(set(report.categories) - existing)
-            if new:
-                instance.add_dynamic_partitions(category_partitions.name, new)
+            new, _ = add_category_partitions(instance, report.categories)
         print(f"added {len(new)} categories as partitions of {os.environ['DAGSTER_HOME']}")
     else:
         print("DAGSTER_HOME is not set: run `samantics add-partitions` against your instance to see these categories in Dagster")

@@ -42,14 +42,6 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
-def write_jsonl(records: Iterable[dict], path: Path) -> int:
-    from samantics_dagster.core.tables import write_jsonl as write_atomic
-
-    records = list(records)
-    write_atomic(records, Path(path))
-    return len(records)
-
-
 def instances(rec: Mapping) -> list[dict]:
     """The record's detections as instance dicts (``category_id``, ``bbox_xyxy``, ``score``, ``rle``, ``area``)."""
     from samantics_dagster.core.masks import rle_area
