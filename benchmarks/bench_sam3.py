@@ -41,11 +41,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from samantics_dagster.core.labeling import LabelSettings, label_partition, load_image, make_segmenter  # noqa: E402
-from samantics_dagster.core.masks import encode_masks  # noqa: E402
-from samantics_dagster.core.queries import Query, QuerySet, load_spec  # noqa: E402
-from samantics_dagster.core.sam3_model import LoadedSam3, load_sam3  # noqa: E402
-from samantics_dagster.core.store import ImageStore  # noqa: E402
+from samantics_dagster.core.label.pipeline import LabelSettings, label_partition, load_image, make_segmenter  # noqa: E402
+from samantics_dagster.core.label.masks import encode_masks  # noqa: E402
+from samantics_dagster.core.label.queries import Query, QuerySet, load_spec  # noqa: E402
+from samantics_dagster.core.label.model import LoadedSam3, load_sam3  # noqa: E402
+from samantics_dagster.core.dataset.store import ImageStore  # noqa: E402
 
 PROMPTS = ["person", "car", "bicycle", "dog", "cat", "chair", "cup", "bottle", "traffic light", "backpack"]
 
@@ -72,7 +72,7 @@ def build_model(full: bool, folder: Path) -> LoadedSam3:
         from transformers import Sam3Config, Sam3Model, Sam3Processor
         from transformers.models.sam3.image_processing_sam3 import Sam3ImageProcessor
 
-        from samantics_dagster.core.tiny_sam3 import byte_level_clip_tokenizer
+        from samantics_dagster.demo.tiny_sam3 import byte_level_clip_tokenizer
 
         tok = byte_level_clip_tokenizer()  # compute is shape-bound: the vocabulary doesn't change timings
         cfg = Sam3Config()
@@ -82,7 +82,7 @@ def build_model(full: bool, folder: Path) -> LoadedSam3:
         model.save_pretrained(folder)
         Sam3Processor(image_processor=Sam3ImageProcessor(), tokenizer=tok).save_pretrained(folder)
     else:
-        from samantics_dagster.core.tiny_sam3 import save_tiny_sam3
+        from samantics_dagster.demo.tiny_sam3 import save_tiny_sam3
 
         save_tiny_sam3(folder)
     return load_sam3(folder)

@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from samantics_dagster.core.naming import is_frame_file  # noqa: E402
-from samantics_dagster.core.workdir_scan import encode_cursor, scan_workdir  # noqa: E402
+from samantics_dagster.core.workdir.naming import is_frame_file  # noqa: E402
+from samantics_dagster.core.workdir.scan import encode_cursor, scan_workdir  # noqa: E402
 
 SENSOR_TIMEOUT_S = 60.0
 WARM_BAR_S = 0.5

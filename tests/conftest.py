@@ -53,7 +53,7 @@ def guard_workdir():
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory):
     """The demo's sample workdir (built once per session) and its truth."""
-    from samantics_dagster.core.sample import build_sample_workdir
+    from samantics_dagster.demo.sample import build_sample_workdir
 
     root = tmp_path_factory.mktemp("sample")
     workdir = root / "grabby"
@@ -66,7 +66,7 @@ def tiny_model_dir(tmp_path_factory):
     """A tiny random SAM3 saved as a snapshot folder: loaded through the same code as real weights."""
     import torch
 
-    from samantics_dagster.core.tiny_sam3 import save_tiny_sam3
+    from samantics_dagster.demo.tiny_sam3 import save_tiny_sam3
 
     torch.set_num_threads(1)
     return save_tiny_sam3(tmp_path_factory.mktemp("models") / "tiny-sam3")
@@ -75,7 +75,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture
 def dataset_env(tmp_path, sample, tiny_model_dir, monkeypatch):
     """DATASET_DIR (with the demo's coco-spec.json and sam-queries.yaml), GRABBY_WORKDIR and MODEL_CACHE."""
-    from samantics_dagster.core.demo_spec import write_demo_spec
+    from samantics_dagster.demo.spec import write_demo_spec
 
     workdir, _ = sample
     dataset = tmp_path / "dataset"

@@ -7,11 +7,11 @@ import sys
 import pandas as pd
 from dagster import AssetKey, DagsterInstance, materialize
 
-from samantics_dagster.core.catalog import list_categories
-from samantics_dagster.core.sample import score_dedupe
-from samantics_dagster.core.tables import table_path
+from samantics_dagster.core.workdir.catalog import list_categories
+from samantics_dagster.demo.sample import score_dedupe
+from samantics_dagster.core.dataset.tables import table_path
 from samantics_dagster.definitions import defs
-from samantics_dagster.partitions import category_partitions
+from samantics_dagster.defs.partitions import category_partitions
 
 # The ingest stage and its checks; labelling and curation have their own test files.
 ASSETS = [a for a in defs.assets if a.key.path[-1] in ("ingress_frames", "deduped_images")] + [

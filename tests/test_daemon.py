@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from samantics_dagster.core.demo_spec import write_demo_spec
+from samantics_dagster.demo.spec import write_demo_spec
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

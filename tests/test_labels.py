@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, materialize
 
-from samantics_dagster.core.tables import table_path
+from samantics_dagster.core.dataset.tables import table_path
 from samantics_dagster.definitions import defs
 
 UPSTREAM = [a for a in defs.assets if a.key.path[-1] in ("ingress_frames", "deduped_images")]

@@ -12,12 +12,12 @@ from dagster import (
     evaluate_automation_conditions,
 )
 
-from samantics_dagster.core.tables import table_path, write_table
+from samantics_dagster.core.dataset.tables import table_path, write_table
 from samantics_dagster.definitions import defs
-from samantics_dagster.resources.dataset import DatasetResource
-from samantics_dagster.schedules import nightly_label_retry
-from samantics_dagster.sensors import workdir as workdir_sensor_module
-from samantics_dagster.sensors.workdir import grabby_workdir_sensor
+from samantics_dagster.defs.resources.dataset import DatasetResource
+from samantics_dagster.defs.automation.schedules import nightly_label_retry
+from samantics_dagster.defs.automation.workdir_sensor import build_workdir_sensor, grabby_workdir_sensor
+from samantics_dagster.defs.settings import Settings
 
 OLD = time.time() - 3600
 
@@ -42,10 +42,10 @@ def workdir(tmp_path, sample):
     return root
 
 
-def _tick(instance, workdir, dataset_dir, cursor=None):
+def _tick(instance, workdir, dataset_dir, cursor=None, sensor=grabby_workdir_sensor):
     resources = {"dataset": DatasetResource(dataset_dir=str(dataset_dir), grabby_workdir=str(workdir))}
     with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-        result = grabby_workdir_sensor(context)
+        result = sensor(context)
     assert isinstance(result, SensorResult)
     return result
 
@@ -73,20 +73,20 @@ def test_first_tick_adds_partitions_and_requests_a_run_each_then_repeats_are_no_
     assert not again.dynamic_partitions_requests
 
 
-def test_a_new_frame_waits_for_quiet_then_requests_one_run(instance, workdir, tmp_path, monkeypatch):
-    monkeypatch.setattr(workdir_sensor_module, "QUIET_S", 60.0)
-    first = _tick(instance, workdir, tmp_path / "dataset")
+def test_a_new_frame_waits_for_quiet_then_requests_one_run(instance, workdir, tmp_path):
+    sensor = build_workdir_sensor(Settings(sensor_quiet_s=60.0))
+    first = _tick(instance, workdir, tmp_path / "dataset", sensor=sensor)
     _apply(instance, first)
     keys = {r.partition_key: r.run_key for r in first.run_requests}
     frame = next((workdir / "youtube" / "gym").glob("*.jpg"))
     shutil.copy(frame, workdir / "youtube" / "gym" / "zz9newvideo_100.jpg")  # grabby is writing right now
-    busy = _tick(instance, workdir, tmp_path / "dataset", first.cursor)
+    busy = _tick(instance, workdir, tmp_path / "dataset", first.cursor, sensor=sensor)
     assert not busy.run_requests
     _age(workdir / "youtube" / "gym")  # ... and has finished
-    quiet = _tick(instance, workdir, tmp_path / "dataset", busy.cursor)
+    quiet = _tick(instance, workdir, tmp_path / "dataset", busy.cursor, sensor=sensor)
     (run,) = quiet.run_requests
     assert run.partition_key == "gym" and run.run_key != keys["gym"]
-    assert not _tick(instance, workdir, tmp_path / "dataset", quiet.cursor).run_requests
+    assert not _tick(instance, workdir, tmp_path / "dataset", quiet.cursor, sensor=sensor).run_requests
 
 
 def test_new_and_odd_folders(instance, workdir, tmp_path):

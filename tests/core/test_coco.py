@@ -10,10 +10,10 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from samantics_dagster.core import coco as coco_mod
-from samantics_dagster.core.coco import CocoFrame, annotation_id, build_coco, image_id, merge_coco, validate_coco
-from samantics_dagster.core.demo_spec import DEMO_SPEC
-from samantics_dagster.core.queries import load_spec
+from samantics_dagster.core.export import coco as coco_mod
+from samantics_dagster.core.export.coco import CocoFrame, annotation_id, build_coco, image_id, merge_coco, validate_coco
+from samantics_dagster.demo.spec import DEMO_SPEC
+from samantics_dagster.core.label.queries import load_spec
 
 
 @pytest.fixture

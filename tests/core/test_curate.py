@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from samantics_dagster.core.curate import CurateSettings, curate_partition, filter_instances, split_of_groups
-from samantics_dagster.core.demo_spec import DEMO_SPEC
-from samantics_dagster.core.queries import SpecError, load_spec
+from samantics_dagster.core.curate.filters import CurateSettings, curate_partition, filter_instances, split_of_groups
+from samantics_dagster.demo.spec import DEMO_SPEC
+from samantics_dagster.core.label.queries import SpecError, load_spec
 
 W, H = 64, 48
 

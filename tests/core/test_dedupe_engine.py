@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from samantics_dagster.core.catalog import frames_to_table, scan_category
-from samantics_dagster.core.dedupe import DedupeSettings, dedupe_partition
-from samantics_dagster.core.store import ImageStore
+from samantics_dagster.core.workdir.catalog import frames_to_table, scan_category
+from samantics_dagster.core.dedupe.engine import DedupeSettings, dedupe_partition
+from samantics_dagster.core.dataset.store import ImageStore
 from tests.images import jpeg_bytes, photo, shifted
 
 W, H = 640, 360

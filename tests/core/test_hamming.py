@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import samantics_dagster.core.hamming as hamming_module
-from samantics_dagster.core.hamming import (
+import samantics_dagster.core.dedupe.hamming as hamming_module
+from samantics_dagster.core.dedupe.hamming import (
     HammingIndex,
     brute_force_pairs,
     codes_to_hex,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samantics_dagster.core.imaging import FrameDecodeError, dhash_full_decode, frame_dhash, grey_for_matching
+from samantics_dagster.core.dedupe.imaging import FrameDecodeError, dhash_full_decode, frame_dhash, grey_for_matching
 from tests.images import jpeg_bytes, photo
 
 

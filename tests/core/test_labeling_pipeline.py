@@ -17,15 +17,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samantics_dagster.core.labeling import (
+from samantics_dagster.core.label.pipeline import (
     IMPORTED_PREFIX, PASSENGER, LabelSettings, _row, label_partition, make_segmenter, to_table,
 )
-from samantics_dagster.core.masks import Instance, apply_relation_rules, build_instances, cap_detections, cross_prompt_nms
-from samantics_dagster.core.queries import CategorySpec, Query, QuerySet, Spec
-from samantics_dagster.core.sam3_model import _thresholds, encode_prompts, load_sam3, segment_batch
-from samantics_dagster.core.store import ImageStore
-from samantics_dagster.core.tables import write_table
-from samantics_dagster.core.tiny_sam3 import save_tiny_sam3
+from samantics_dagster.core.label.masks import Instance, apply_relation_rules, build_instances, cap_detections, cross_prompt_nms
+from samantics_dagster.core.label.queries import CategorySpec, Query, QuerySet, Spec
+from samantics_dagster.core.label.model import _thresholds, encode_prompts, load_sam3, segment_batch
+from samantics_dagster.core.dataset.store import ImageStore
+from samantics_dagster.core.dataset.tables import write_table
+from samantics_dagster.demo.tiny_sam3 import save_tiny_sam3
 from tests.images import photo
 
 torch.set_num_threads(1)
@@ -118,7 +118,7 @@ def _serial_instances(m, images) -> list[list[Instance]]:
 
 
 def _images(store, accepted):
-    from samantics_dagster.core.labeling import load_image
+    from samantics_dagster.core.label.pipeline import load_image
 
     return [load_image(store.path_for(d)) for d in accepted.dhash]
 

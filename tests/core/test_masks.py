@@ -8,7 +8,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from samantics_dagster.core.masks import (
+from samantics_dagster.core.label.masks import (
     Instance,
     RelationRule,
     apply_relation_rules,

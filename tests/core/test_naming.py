@@ -1,6 +1,6 @@
 import pytest
 
-from samantics_dagster.core.naming import display_name, parse_frame_name
+from samantics_dagster.core.workdir.naming import display_name, parse_frame_name
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 from PIL import Image
 
-from samantics_dagster.core.imaging import grey_for_matching
-from samantics_dagster.core.orb import OrbSettings, compare, orb_features
+from samantics_dagster.core.dedupe.imaging import grey_for_matching
+from samantics_dagster.core.dedupe.orb import OrbSettings, compare, orb_features
 from tests.images import jpeg_bytes, photo
 
 SETTINGS = OrbSettings()

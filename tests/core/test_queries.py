@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from samantics_dagster.core.queries import (
+from samantics_dagster.core.label.queries import (
     Query,
     QuerySet,
     SpecError,

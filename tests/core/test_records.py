@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from samantics_dagster.core import records
-from samantics_dagster.core.coco import validate_coco, write_json_atomic
-from samantics_dagster.core.demo_spec import DEMO_SPEC
-from samantics_dagster.core.queries import load_spec
+from samantics_dagster.core.tools import records
+from samantics_dagster.core.export.coco import validate_coco, write_json_atomic
+from samantics_dagster.demo.spec import DEMO_SPEC
+from samantics_dagster.core.label.queries import load_spec
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from samantics_dagster.core.sam3_model import (
+from samantics_dagster.core.label.model import (
     Detection,
     LoadedSam3,
     ModelNotFoundError,
@@ -26,7 +26,7 @@ from samantics_dagster.core.sam3_model import (
     resolve_model_dir,
     segment_batch,
 )
-from samantics_dagster.core.tiny_sam3 import save_tiny_sam3
+from samantics_dagster.demo.tiny_sam3 import save_tiny_sam3
 from tests.images import photo
 
 torch.set_num_threads(1)
@@ -170,7 +170,7 @@ def test_only_kept_queries_are_upsampled(m, images, text, monkeypatch):
 
     import torch.nn.functional as F
 
-    from samantics_dagster.core import sam3_model
+    from samantics_dagster.core.label import model as sam3_model
 
     upsampled = []
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from samantics_dagster.core.sample import (
+from samantics_dagster.demo.sample import (
     DedupeScore,
     SampleTruth,
     build_sample_workdir,

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.model_selection import GroupShuffleSplit
 
-from samantics_dagster.core.split import (
+from samantics_dagster.core.curate.split import (
     DEFAULT_RATIOS,
     FRAME_SLACK,
     assign_splits,

@@ -1,6 +1,6 @@
 import numpy as np
 
-from samantics_dagster.core.store import ImageStore
+from samantics_dagster.core.dataset.store import ImageStore
 
 
 def test_put_is_byte_exact_and_never_overwrites(tmp_path):

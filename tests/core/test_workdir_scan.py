@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from samantics_dagster.core.workdir_scan import (
+from samantics_dagster.core.workdir.scan import (
     MAX_KEY_BYTES,
     WorkdirError,
     decode_cursor,

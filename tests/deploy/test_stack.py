@@ -132,7 +132,7 @@ def build_workdir(sample: Path, workdir: Path) -> dict[str, list[str]]:
 def stack(tmp_path_factory, pg_url, sample, tiny_model_dir):
     from dagster import DagsterInstance
 
-    from samantics_dagster.core.demo_spec import write_demo_spec
+    from samantics_dagster.demo.spec import write_demo_spec
 
     root = tmp_path_factory.mktemp("stack")
     sample_dir, _ = sample

@@ -1,0 +1,170 @@
+"""Curation: which labelled frames go into the training set, and into which split.
+
+The filters are the seed's ``curate.py``: frames with no detections go, frames with only people go
+(most video frames show someone; they teach little) unless ``keep_only_person``, instances outside the
+chosen categories or below a minimum score go. Splits are grouped by video through ``core.split`` and
+sticky: a video that already has a split anywhere in the dataset keeps it, so a frame never moves from
+val to train behind an evaluation's back and the merged export has no video in two splits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from samantics_dagster.core.export.coco import CocoFrame, usable
+from samantics_dagster.core.label.queries import Spec, SpecError
+from samantics_dagster.core.curate.split import DEFAULT_RATIOS, assign_splits
+
+CURATE_COLUMNS = ["dhash", "rel_path", "video_id", "status", "reason", "split", "n_annotations"]
+INCLUDED, EXCLUDED = "included", "excluded"
+PERSON_SUPERCATEGORY = "person"
+
+
+@dataclass(frozen=True)
+class CurateSettings:
+    keep_only_person: bool = False
+    categories: tuple[str, ...] = ()  # category or supercategory names; empty keeps every category
+    min_score: float = 0.0
+    ratios: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RATIOS))
+    seed: int = 0
+
+    def chosen_ids(self, spec: Spec) -> set[int] | None:
+        """Category ids to keep (``None``: all). Unknown names are an error: a typo must not empty the dataset."""
+        if not self.categories:
+            return None
+        supers = spec.supercategories()
+        by_name = spec.by_name()
+        ids: set[int] = set()
+        for name in self.categories:
+            if name in by_name:
+                ids.add(by_name[name].id)
+            elif name in supers:
+                ids.update(by_name[n].id for n in supers[name])
+            else:
+                raise SpecError(f"curate config: `categories` names {name!r}, which is neither a category nor a "
+                                f"supercategory in coco-spec.json; use one of {sorted(by_name)} or {sorted(supers)}")
+        return ids
+
+
+@dataclass
+class Curated:
+    table: pd.DataFrame  # CURATE_COLUMNS, one row per accepted frame
+    frames: dict[str, list[CocoFrame]]  # split -> included frames with their kept instances
+    dropped_instances: Counter  # reason -> instances removed from included frames
+    resplit_videos: list[str] = field(default_factory=list)  # had a split the ratios no longer have
+
+
+def filter_instances(instances: Sequence[dict], width: int, height: int, spec: Spec,
+                     settings: CurateSettings, chosen: set[int] | None) -> tuple[list[dict], str | None, Counter]:
+    """The instances a frame keeps and, if none or only people remain, why the frame goes."""
+    dropped: Counter = Counter()
+    if not instances:
+        return [], "no_detections", dropped
+    kept = [i for i in instances if float(i["score"]) >= settings.min_score]
+    dropped["below_min_score"] += len(instances) - len(kept)
+    if not kept:
+        return [], "below_min_score", dropped
+    before = len(kept)
+    kept = [i for i in kept if chosen is None or int(i["category_id"]) in chosen]
+    dropped["not_chosen"] += before - len(kept)
+    if not kept:
+        return [], "not_chosen", dropped
+    before = len(kept)
+    kept = [i for i in kept if usable(i, width, height)]
+    dropped["unusable"] += before - len(kept)  # empty mask or a sub-pixel box: trainers drop these anyway
+    if not kept:
+        return [], "unusable", dropped
+    people = {c.id for c in spec.categories if c.supercategory == PERSON_SUPERCATEGORY}
+    if not settings.keep_only_person and all(int(i["category_id"]) in people for i in kept):
+        return [], "person_only", dropped
+    return kept, None, dropped
+
+
+def _rarest_label(frames: dict[str, list[dict]]) -> dict[str, str]:
+    """One stratification label per frame: its rarest category in this partition (splitters take one label)."""
+    counts = Counter(c for inst in frames.values() for c in {int(i["category_id"]) for i in inst})
+    return {d: str(min({int(i["category_id"]) for i in inst}, key=lambda c: (counts[c], c))) for d, inst in frames.items()}
+
+
+def video_group(video_id: object, dhash: str) -> str:
+    """The split group: the video, or the frame itself when its name carried no video id."""
+    return str(video_id) if isinstance(video_id, str) and video_id else f"frame:{dhash}"
+
+
+def curate_partition(labels: pd.DataFrame, deduped: pd.DataFrame, spec: Spec, settings: CurateSettings,
+                     previous_groups: Mapping[str, str] | None = None, category: str | None = None) -> Curated:
+    """Curate one category: ``labels`` is its sam3_labels table, ``deduped`` its deduped_images table,
+    ``previous_groups`` the split of every video already split anywhere in the dataset."""
+    chosen = settings.chosen_ids(spec)
+    accepted = deduped[deduped["status"] == "accepted"].drop_duplicates("dhash")
+    by_dhash = {r["dhash"]: r for r in labels.to_dict("records")} if len(labels) else {}
+    rows: list[dict] = []
+    kept: dict[str, list[dict]] = {}
+    meta: dict[str, dict] = {}
+    dropped: Counter = Counter()
+    for frame in accepted.to_dict("records"):
+        dhash, video = frame["dhash"], frame.get("video_id")
+        video = video if isinstance(video, str) and video else None
+        row = {"dhash": dhash, "rel_path": frame["rel_path"], "video_id": video, "status": EXCLUDED,
+               "reason": None, "split": None, "n_annotations": 0}
+        label = by_dhash.get(dhash)
+        if label is None:
+            row["reason"] = "not_labelled"
+        elif label["status"] != "done":
+            row["reason"] = "label_failed"
+        else:
+            w, h = int(label["width"]), int(label["height"])
+            instances, reason, lost = filter_instances(json.loads(label["instances"]), w, h, spec, settings, chosen)
+            if reason:
+                row["reason"] = reason
+            else:
+                dropped.update(lost)
+                kept[dhash] = instances
+                meta[dhash] = {"width": w, "height": h, "source_path": label["rel_path"], "video_id": video}
+                row.update(status=INCLUDED, n_annotations=len(instances))
+        rows.append(row)
+
+    groups = {d: video_group(meta[d]["video_id"], d) for d in kept}
+    keys = sorted(kept)
+    labels_for_split = _rarest_label(kept)
+    # A video whose earlier split is no longer asked for (test turned off) is split again like a new one.
+    wanted = {s for s, r in settings.ratios.items() if r > 0}
+    previous = {g: s for g, s in (previous_groups or {}).items() if s in wanted}
+    moved = sorted({g for g in groups.values() if g in (previous_groups or {}) and g not in previous})
+    assignment = assign_splits(keys, [groups[k] for k in keys], [labels_for_split[k] for k in keys],
+                               settings.ratios, seed=settings.seed, previous=previous)
+    frames: dict[str, list[CocoFrame]] = {s: [] for s in settings.ratios if settings.ratios[s] > 0}
+    for row in rows:
+        split = assignment.get(row["dhash"])
+        if row["status"] == INCLUDED and split is not None:
+            row["split"] = split
+            m = meta[row["dhash"]]
+            frames.setdefault(split, []).append(CocoFrame(
+                dhash=row["dhash"], width=m["width"], height=m["height"], instances=kept[row["dhash"]],
+                source_path=m["source_path"], video_id=m["video_id"], category=category))
+    return Curated(table=to_table(rows), frames=frames, dropped_instances=dropped, resplit_videos=moved)
+
+
+def to_table(rows: Sequence[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(list(rows), columns=CURATE_COLUMNS)
+    for col in ("dhash", "rel_path", "video_id", "status", "reason", "split"):
+        df[col] = df[col].astype("string")
+    df["n_annotations"] = pd.array(df["n_annotations"], dtype="Int64")
+    return df.sort_values("dhash", ignore_index=True)
+
+
+def split_of_groups(tables: Mapping[str, pd.DataFrame], skip: str | None = None) -> dict[str, str]:
+    """Video (group) -> split over the curated tables of the dataset, skipping one category's if asked."""
+    out: dict[str, str] = {}
+    for category, table in sorted(tables.items()):
+        if category == skip or table is None or not len(table):
+            continue
+        inc = table[(table["status"] == INCLUDED) & table["split"].notna()]
+        for dhash, video, split in zip(inc["dhash"], inc["video_id"], inc["split"]):
+            out.setdefault(video_group(video if pd.notna(video) else None, dhash), str(split))
+    return out

@@ -1,0 +1,248 @@
+"""COCO instances JSON: build it from labelled frames, merge partitions, and validate what a trainer will read.
+
+Ids are derived from the image's dhash (the store's key), not from row order, so a frame keeps its
+image id and its annotations keep theirs across re-runs, in the per-category file and in the merged one
+alike. They are 53-bit (JSON numbers stay exact in JavaScript viewers; BSON int64 in FiftyOne holds them)
+and come from a hash of the dhash, because dhashes themselves cluster (low-texture frames hash near zero)
+and their leading bits would collide. A collision, about 1 in 20 000 at a million images, moves the later
+dhash to the next free id; ``validate_coco`` checks uniqueness either way.
+
+Pitfalls this module exists to avoid (``shared/notes/dedupe-and-coco.md``): RLE ``counts`` must be str for
+JSON; ``iscrowd`` must be 0 or trainers ignore the object; ``area`` is the mask's, as COCOeval buckets by it;
+boxes must lie inside the image and have w, h ≥ 1 or MMDetection drops them; category ids keep their gaps.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from samantics_dagster.core.label.queries import Spec
+
+_ID_BITS = 53
+SPLITS = ("train", "val", "test")
+
+
+def _hash_id(text: str) -> int:
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") & ((1 << _ID_BITS) - 1)) or 1
+
+
+def image_id(dhash: str) -> int:
+    return _hash_id(dhash)
+
+
+def annotation_id(dhash: str, index: int) -> int:
+    return _hash_id(f"{dhash}/{index}")
+
+
+def _unique(ids: Iterable[tuple[str, int]], taken: set[int]) -> dict[str, int]:
+    """Key -> id, probing upward past ids already taken; keys are visited in sorted order (deterministic)."""
+    out = {}
+    for key, wanted in sorted(ids):
+        while wanted in taken:
+            wanted = wanted % ((1 << _ID_BITS) - 1) + 1
+        taken.add(wanted)
+        out[key] = wanted
+    return out
+
+
+@dataclass(frozen=True)
+class CocoFrame:
+    """One labelled image and the instances that go into the export (already filtered)."""
+
+    dhash: str  # the id key: the store's dhash, or the image path for records without one
+    width: int
+    height: int
+    instances: Sequence[dict]  # records as in the sam3_labels table: category_id, bbox_xyxy, score, rle, area
+    source_path: str | None = None
+    video_id: str | None = None
+    category: str | None = None  # the partition it came from
+    extra: dict = field(default_factory=dict)
+    path: str | None = None  # file_name when the image is not in the store (legacy labels.jsonl)
+
+    @property
+    def file_name(self) -> str:
+        return self.path or f"images/{self.dhash}.jpg"
+
+
+def categories_json(spec: Spec) -> list[dict]:
+    """The spec's categories as COCO lists them: ids with their gaps, supercategory, keypoints and skeleton kept."""
+    return [{"id": c.id, "name": c.name, "supercategory": c.supercategory, **copy.deepcopy(c.extra)}
+            for c in spec.categories]
+
+
+def _clip_box(xyxy: Sequence[float], w: int, h: int) -> list[float]:
+    x0, y0, x1, y1 = (float(v) for v in xyxy)
+    x0, x1 = sorted((min(max(x0, 0.0), w), min(max(x1, 0.0), w)))
+    y0, y1 = sorted((min(max(y0, 0.0), h), min(max(y1, 0.0), h)))
+    return [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
+
+
+def usable(instance: Mapping, width: int, height: int) -> bool:
+    """Whether a trainer would keep it: a non-empty mask and a box of at least 1×1 pixel inside the image."""
+    _, _, bw, bh = _clip_box(instance["bbox_xyxy"], width, height)
+    return float(instance.get("area", 0)) >= 1 and bw >= 1 and bh >= 1
+
+
+def build_coco(spec: Spec, frames: Sequence[CocoFrame]) -> dict:
+    """A COCO instances dict: images with ``file_name`` relative to the dataset, XYWH boxes clipped to the
+    image, compressed RLE, the mask's area, ``iscrowd`` 0 and the model's ``score`` (an extra key that
+    pycocotools and the trainers ignore)."""
+    taken: set[int] = set()
+    img_ids = _unique(((f.dhash, image_id(f.dhash)) for f in frames), taken)
+    ann_taken: set[int] = set()
+    ann_keys = [((f.dhash, k), annotation_id(f.dhash, k)) for f in frames for k in range(len(f.instances))]
+    ann_ids = _unique(ann_keys, ann_taken)
+    images, annotations = [], []
+    for f in sorted(frames, key=lambda f: img_ids[f.dhash]):
+        image = {"id": img_ids[f.dhash], "file_name": f.file_name, "width": int(f.width), "height": int(f.height)}
+        if f.source_path is not None:
+            image["source_path"] = f.source_path
+        if f.video_id is not None:
+            image["video_id"] = f.video_id
+        if f.category is not None:
+            image["category"] = f.category
+        images.append({**image, **f.extra})
+        for k, inst in enumerate(f.instances):
+            rle = {"size": [int(v) for v in inst["rle"]["size"]], "counts": _str_counts(inst["rle"]["counts"])}
+            annotations.append({
+                "id": ann_ids[(f.dhash, k)], "image_id": img_ids[f.dhash], "category_id": int(inst["category_id"]),
+                "bbox": _clip_box(inst["bbox_xyxy"], int(f.width), int(f.height)), "segmentation": rle,
+                "area": float(inst["area"]), "iscrowd": 0, "score": round(float(inst["score"]), 4),
+            })
+    annotations.sort(key=lambda a: (a["image_id"], a["id"]))
+    return {
+        "info": copy.deepcopy(spec.info), "licenses": copy.deepcopy(spec.licenses), "images": images,
+        "annotations": annotations, "categories": categories_json(spec),
+    }
+
+
+def _str_counts(counts: str | bytes) -> str:
+    if isinstance(counts, bytes):
+        return counts.decode("ascii")
+    if not isinstance(counts, str):
+        raise ValueError("uncompressed (list) RLE counts: encode with pycocotools.mask.frPyObjects first")
+    return counts
+
+
+def merge_coco(parts: Sequence[dict], spec: Spec) -> dict:
+    """One COCO dict from several (e.g. every category's train.json). Ids are already global (from the
+    dhash), so merging keeps them; an image present twice must be the same image."""
+    images: dict[int, dict] = {}
+    annotations: dict[int, dict] = {}
+    for part in parts:
+        for image in part["images"]:
+            seen = images.setdefault(image["id"], image)
+            if seen["file_name"] != image["file_name"]:
+                raise ValueError(f"image id {image['id']} is both {seen['file_name']} and {image['file_name']}")
+        for ann in part["annotations"]:
+            seen = annotations.setdefault(ann["id"], ann)
+            if seen is not ann and seen["image_id"] != ann["image_id"]:
+                raise ValueError(f"annotation id {ann['id']} belongs to images {seen['image_id']} and {ann['image_id']}")
+    return {
+        "info": copy.deepcopy(spec.info), "licenses": copy.deepcopy(spec.licenses),
+        "images": [images[k] for k in sorted(images)],
+        "annotations": sorted(annotations.values(), key=lambda a: (a["image_id"], a["id"])),
+        "categories": categories_json(spec),
+    }
+
+
+def write_json_atomic(obj: dict, path: Path) -> None:
+    """Temp file in the same folder + rename: a trainer reading the file never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, separators=(",", ":"))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def validate_coco(path: Path, dataset_dir: Path | None, spec: Spec | None) -> list[str]:
+    """Every problem that would make a trainer reject or silently mis-read the file, one line each.
+
+    pycocotools loads it and ``loadRes`` accepts its annotations (what COCOeval does with detections);
+    ids are unique; every category id is in the spec; every box lies inside its image with w, h ≥ 1;
+    every RLE's size is its image's (h, w) and decodes; ``iscrowd`` is 0; every image file exists.
+    """
+    import numpy as np
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    problems: list[str] = []
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [f"{path}: cannot read as JSON ({exc})"]
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            return [f"{path}: missing the `{key}` list"]
+    images = {im["id"]: im for im in data["images"]}
+    if len(images) != len(data["images"]):
+        problems.append(f"{path}: {len(data['images']) - len(images)} duplicate image ids")
+    ann_ids = [a["id"] for a in data["annotations"]]
+    if len(set(ann_ids)) != len(ann_ids):
+        problems.append(f"{path}: {len(ann_ids) - len(set(ann_ids))} duplicate annotation ids")
+    known = {c.id for c in spec.categories} if spec else {c["id"] for c in data["categories"]}
+    for ann in data["annotations"]:
+        where = f"{path}: annotation {ann.get('id')}"
+        image = images.get(ann.get("image_id"))
+        if image is None:
+            problems.append(f"{where} refers to image {ann.get('image_id')}, which is not in the file")
+            continue
+        if ann.get("category_id") not in known:
+            problems.append(f"{where} has category_id {ann.get('category_id')}, not in the spec")
+        x, y, w, h = ann["bbox"]
+        if x < 0 or y < 0 or w < 1 or h < 1 or x + w > image["width"] + 1e-6 or y + h > image["height"] + 1e-6:
+            problems.append(f"{where}: bbox {ann['bbox']} is not inside {image['width']}x{image['height']} with w, h >= 1")
+        seg = ann.get("segmentation")
+        if not isinstance(seg, dict) or list(seg.get("size", [])) != [image["height"], image["width"]]:
+            problems.append(f"{where}: RLE size {seg.get('size') if isinstance(seg, dict) else seg} != image (h, w) "
+                            f"[{image['height']}, {image['width']}]")
+        elif not isinstance(seg.get("counts"), str):
+            problems.append(f"{where}: RLE counts must be a compressed str")
+        else:
+            try:
+                if int(np.asarray(mask_utils.area({"size": seg["size"], "counts": seg["counts"].encode()}))) < 1:
+                    problems.append(f"{where}: RLE decodes to an empty mask (corrupt counts, or an object trainers drop)")
+            except Exception as exc:  # noqa: BLE001 - a corrupt RLE is a finding, not a crash
+                problems.append(f"{where}: RLE does not decode ({exc})")
+        if ann.get("iscrowd") != 0:
+            problems.append(f"{where}: iscrowd is {ann.get('iscrowd')!r}; trainers ignore crowd objects, it must be 0")
+    if dataset_dir is not None:
+        missing = [im["file_name"] for im in data["images"] if not (Path(dataset_dir) / im["file_name"]).is_file()]
+        if missing:
+            problems.append(f"{path}: {len(missing)} images missing from the dataset, e.g. {missing[0]}")
+    if problems:
+        return problems
+    try:
+        coco = _quiet(lambda: COCO(str(path)))
+        if data["annotations"]:
+            results = [{k: a[k] for k in ("image_id", "category_id", "segmentation", "score")}
+                       for a in data["annotations"]]
+            _quiet(lambda: coco.loadRes(results))
+    except Exception as exc:  # noqa: BLE001 - what pycocotools says is the finding
+        problems.append(f"{path}: pycocotools rejects it ({type(exc).__name__}: {exc})")
+    return problems
+
+
+def _quiet(fn):
+    """pycocotools prints progress lines on stdout; keep them out of the CLI's and the run's output."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn()
+
+
+def split_paths(folder: Path, splits: Iterable[str]) -> dict[str, Path]:
+    return {s: Path(folder) / f"{s}.json" for s in splits}

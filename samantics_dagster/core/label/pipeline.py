@@ -1,0 +1,362 @@
+"""Label one category's accepted images with SAM3, resumably, with the CPU work off the GPU's path.
+
+Results are written in parts, one parquet file per finished batch (temp file + rename), under
+``tables/sam3_labels/.parts/{category}/``; a run killed mid-partition loses only the batches in
+flight (the one on the device and the one being post-processed), and the next run merges the parts
+and labels only what is missing. An image whose row is ``done`` under the same labeler fingerprint
+(model + queries + thresholds) is never labelled again, nor is a ``done`` row brought in from an
+older dataset (labeler ``imported:...``) unless asked; ``failed`` rows are retried only when asked.
+
+Three stages overlap: a loader thread decodes batch b+1 while the main thread runs batch b on the
+device, and post-processing threads turn batch b-1's masks into RLE instances and write its part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+
+from samantics_dagster.core.label.masks import (
+    Instance, RelationRule, apply_relation_rules, build_instances, cap_detections, cross_prompt_nms,
+)
+from samantics_dagster.core.label.queries import QuerySet, Spec
+from samantics_dagster.core.dataset.store import ImageStore
+from samantics_dagster.core.dataset.tables import read_table, write_table
+
+LABEL_COLUMNS = ["dhash", "rel_path", "status", "error", "n_instances", "instances", "labeler", "width", "height"]
+DONE, FAILED = "done", "failed"
+IMPORTED_PREFIX = "imported:"  # labeler of rows brought in from an older dataset, not produced by SAM3 here
+PASSENGER = RelationRule(subject="person", container="car", becomes="passenger")
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """The knobs that change labels (all part of the fingerprint) and the batch sizes (not part of it)."""
+
+    score_thresh: float = 0.5
+    category_thresh: dict[str, float] = field(default_factory=dict)  # category name -> threshold
+    nms_iou: float | None = 0.5
+    max_detections: int | None = 100
+    relation_rules: tuple[RelationRule, ...] = (PASSENGER,)
+    image_batch: int = 4
+    pair_chunk: int = 32
+
+    def labeler(self, model_fingerprint: str, queries: QuerySet) -> str:
+        knobs = {k: v for k, v in asdict(self).items() if k not in ("image_batch", "pair_chunk")}
+        blob = json.dumps({"model": model_fingerprint, "queries": queries.fingerprint(), **knobs},
+                          sort_keys=True, default=str)
+        return f"sam3:{model_fingerprint[:8]}:{queries.fingerprint()[:8]}:{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
+
+
+@dataclass
+class LabelResult:
+    table: pd.DataFrame
+    labelled: int
+    reused: int
+    failed: int
+    seconds: float
+    instances_per_class: dict[str, int]
+    relabel_reason: str | None
+    post_seconds: float = 0.0  # post-processing (RLE, overlap filter, rules, part writes), summed over batches
+    post_wait_seconds: float = 0.0  # of which the device had to wait for: the part not hidden behind it
+    attempted: int = 0  # images this run tried to label (done or failed now), not reused ones
+    failed_this_run: int = 0  # of which failed: what the failure-share check bounds
+
+    @property
+    def failed_share(self) -> float:
+        return self.failed_this_run / self.attempted if self.attempted else 0.0
+
+
+Finish = Callable[[], list[list[Instance]]]
+Segmenter = Callable[[list[Image.Image]], Finish | list[list[Instance]]]
+"""Images -> instances per image. May return the instances, or a ``Finish`` that computes them: the
+device half runs in the call, the CPU half (RLE...) in ``Finish``, on a post-processing thread."""
+ProgressFn = Callable[[int, int], None]
+
+
+def load_image(path: Path) -> Image.Image:
+    """RGB, upright per EXIF: the orientation a viewer (and the COCO width/height) uses."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        return img.convert("RGB")
+
+
+def make_segmenter(loaded, queries: QuerySet, spec: Spec, settings: LabelSettings) -> Segmenter:
+    """Wrap the SAM3 fast path: text once; then per image batch, the model on the device now and a
+    ``Finish`` that waits for the masks to reach the host and post-processes them."""
+    from samantics_dagster.core.label.model import detect, encode_prompts
+
+    texts = [q.text for q in queries.queries]
+    text, text_mask = encode_prompts(loaded, texts)
+    thresholds = [settings.category_thresh.get(q.category_name, settings.score_thresh) for q in queries.queries]
+    cat_ids = np.array([q.category_id for q in queries.queries])
+    name_to_id = {c.name: c.id for c in spec.categories}
+
+    def segment(images: list[Image.Image]) -> Finish:
+        pending = detect(loaded, images, text, text_mask, score_threshold=thresholds,
+                         pair_chunk=settings.pair_chunk, max_detections_per_pair=settings.max_detections,
+                         pad_chunks=loaded.compiled)
+
+        def finish() -> list[list[Instance]]:
+            out = []
+            for groups in pending.groups():
+                inst = [i for g in groups
+                        for i in build_instances(g.masks, g.boxes_xyxy, g.scores, cat_ids[g.prompt_index])]
+                inst = cross_prompt_nms(inst, settings.nms_iou)
+                inst = cap_detections(inst, settings.max_detections)
+                out.append(apply_relation_rules(inst, list(settings.relation_rules), name_to_id))
+            return out
+
+        return finish
+
+    return segment
+
+
+def _row(dhash: str, rel_path: str, labeler: str, *, instances: list[Instance] | None = None,
+         error: str | None = None, size: tuple[int, int] | None = None) -> dict:
+    records = [i.to_record() for i in instances or []]
+    return {
+        "dhash": dhash, "rel_path": rel_path, "status": FAILED if error else DONE, "error": error,
+        "n_instances": len(records), "instances": json.dumps(records), "labeler": labeler,
+        "width": size[0] if size else None, "height": size[1] if size else None,
+    }
+
+
+def to_table(rows: Sequence[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(list(rows), columns=LABEL_COLUMNS)
+    for col in ("dhash", "rel_path", "status", "error", "instances", "labeler"):
+        df[col] = df[col].astype("string")
+    for col in ("n_instances", "width", "height"):
+        df[col] = pd.array(df[col], dtype="Int64")
+    return df.sort_values("dhash", ignore_index=True)
+
+
+def _known_rows(previous: pd.DataFrame | None, parts_dir: Path) -> dict[str, dict]:
+    """The last table plus any parts a killed run left behind (parts are newer)."""
+    rows: dict[str, dict] = {}
+    if previous is not None:
+        rows.update({r["dhash"]: r for r in previous.to_dict("records")})
+    for part in sorted(parts_dir.glob("part-*.parquet"), key=lambda p: p.stat().st_mtime_ns):
+        rows.update({r["dhash"]: r for r in pd.read_parquet(part).to_dict("records")})
+    return rows
+
+
+def _imported(row: dict) -> bool:
+    return isinstance(row["labeler"], str) and row["labeler"].startswith(IMPORTED_PREFIX)
+
+
+def _reusable(old: dict, labeler: str, retry_failed: bool, relabel_imported: bool) -> bool:
+    """Whether a known row stands. Imported ``done`` rows have another labeler by construction
+    (no SAM3 run made them), so the fingerprint comparison would always relabel them."""
+    if old["status"] == DONE and _imported(old):
+        return not relabel_imported
+    return old["labeler"] == labeler and (old["status"] == DONE or not retry_failed)
+
+
+def label_partition(
+    accepted: pd.DataFrame,
+    store: ImageStore,
+    segment: Segmenter,
+    labeler: str,
+    *,
+    table_path: Path,
+    image_batch: int = 4,
+    retry_failed: bool = False,
+    relabel_imported: bool = False,
+    post_workers: int = 1,
+    progress: ProgressFn | None = None,
+    log: Callable[[str], None] = print,
+) -> LabelResult:
+    """Label the accepted rows (``dhash``, ``rel_path``) of one category; returns the whole table.
+
+    ``post_workers`` threads post-process finished batches while the next runs on the device; at most
+    that many batches wait for them, which bounds host memory (a batch's full-size masks). One is
+    enough: pycocotools' encoder holds the GIL, so a second thread adds no encoding speed. ``0`` runs
+    everything in the calling thread, one batch after the other. ``relabel_imported`` labels again
+    the ``done`` rows imported from an older dataset, which are otherwise kept.
+
+    The final table is written to ``table_path`` here, before the parts are removed, so there is no
+    moment at which finished work exists nowhere on disk.
+    """
+    start = time.perf_counter()
+    parts_dir = table_path.parent / ".parts" / table_path.stem
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    known = _known_rows(read_table(table_path), parts_dir)
+    wanted = accepted.drop_duplicates("dhash")[["dhash", "rel_path"]].to_dict("records")
+    keep, todo = {}, []
+    stale: Counter = Counter()
+    why: dict[str, None] = {}  # the reasons, in first-seen order
+    for rec in wanted:
+        old = known.get(rec["dhash"])
+        if old is not None and _reusable(old, labeler, retry_failed, relabel_imported):
+            keep[rec["dhash"]] = old
+        else:
+            todo.append(rec)
+            if old is not None and old["labeler"] != labeler:
+                stale[old["labeler"]] += 1
+                why[("relabel_imported is set" if old["status"] == DONE and _imported(old)
+                     else "model, queries or thresholds changed")] = None
+    relabel = None
+    if stale:
+        relabel = f"relabelling {sum(stale.values())} images labelled by {', '.join(stale)}: {'; '.join(why)} (now {labeler})"
+        log(relabel)
+
+    new_rows: list[dict] = []
+    n_done = 0
+    post_seconds = post_wait = 0.0
+
+    def load(batch: list[dict]) -> list[tuple[dict, Image.Image | None, str | None]]:
+        out = []
+        for rec in batch:
+            try:
+                out.append((rec, load_image(store.path_for(rec["dhash"])), None))
+            except Exception as exc:  # noqa: BLE001 - any decode failure is recorded per image
+                out.append((rec, None, f"cannot read images/{rec['dhash']}.jpg ({exc}); re-run deduped_images to restore it, then sam3_labels with retry_failed"))
+        return out
+
+    def post(finish: Callable[[], list[dict]], unreadable: list[dict]) -> tuple[list[dict], float]:
+        """The CPU half of a batch, then its part: written as soon as it exists, not when collected."""
+        t0 = time.perf_counter()
+        rows = unreadable + finish()
+        _write_part(parts_dir, rows)
+        return rows, time.perf_counter() - t0
+
+    def collect(good: list[tuple[dict, Image.Image]], unreadable: list[dict], future: Future) -> None:
+        nonlocal n_done, post_seconds, post_wait
+        t0 = time.perf_counter()
+        try:
+            rows, secs = future.result()
+        except Exception:  # noqa: BLE001 - the CPU half failed (e.g. a CUDA error surfacing late): image by image
+            _free_gpu_memory()
+            rows, secs = post(lambda: _one_by_one(segment, good, labeler), unreadable)
+        # Inline, the whole post-processing held up the device; pipelined, only the wait for it did.
+        post_wait += secs if post_workers == 0 else time.perf_counter() - t0
+        post_seconds += secs
+        new_rows.extend(rows)
+        n_done += len(good) + len(unreadable)
+        if progress:
+            progress(n_done, len(todo))
+
+    batches = [todo[i:i + image_batch] for i in range(0, len(todo), image_batch)]
+    pool = ThreadPoolExecutor(max_workers=post_workers) if post_workers > 0 else _Inline()
+    with ThreadPoolExecutor(max_workers=1) as loader, pool:
+        pending: Future | None = loader.submit(load, batches[0]) if batches else None
+        in_flight: deque[tuple[list, list, Future]] = deque()
+        for b in range(len(batches)):
+            loaded = pending.result()
+            pending = loader.submit(load, batches[b + 1]) if b + 1 < len(batches) else None
+            unreadable = [_row(r["dhash"], r["rel_path"], labeler, error=e) for r, im, e in loaded if im is None]
+            good = [(r, im) for r, im, e in loaded if im is not None]
+            finish = _start(segment, good, labeler)  # the device half, in this thread
+            in_flight.append((good, unreadable, pool.submit(post, finish, unreadable)))
+            while len(in_flight) > post_workers:
+                collect(*in_flight.popleft())
+        while in_flight:
+            collect(*in_flight.popleft())
+
+    final = {**keep, **{r["dhash"]: r for r in new_rows}}
+    table = to_table(list(final.values()))
+    write_table(table, table_path)
+    for part in parts_dir.glob("part-*.parquet"):
+        part.unlink()
+    per_class: Counter = Counter()
+    for blob in table.loc[table.status == DONE, "instances"]:
+        per_class.update(i["category_id"] for i in json.loads(blob))
+    return LabelResult(table, labelled=sum(r["status"] == DONE for r in new_rows), reused=len(keep),
+                       failed=int((table.status == FAILED).sum()), seconds=time.perf_counter() - start,
+                       instances_per_class={str(k): v for k, v in sorted(per_class.items())}, relabel_reason=relabel,
+                       post_seconds=post_seconds, post_wait_seconds=post_wait, attempted=len(new_rows),
+                       failed_this_run=sum(r["status"] == FAILED for r in new_rows))
+
+
+def _start(segment: Segmenter, good: list[tuple[dict, Image.Image]], labeler: str) -> Callable[[], list[dict]]:
+    """Run the device half of a batch now; return the CPU half, which makes the rows.
+
+    A batch whose device half fails (e.g. CUDA OOM on a huge frame) is retried one image at a time,
+    here, before the next batch goes to the device.
+    """
+    if not good:
+        return lambda: []
+    try:
+        out = segment([im for _, im in good])
+    except Exception:  # noqa: BLE001 - retried alone below; a lone image's error is recorded there
+        _free_gpu_memory()
+        rows = _one_by_one(segment, good, labeler)
+        return lambda: rows
+    finish = out if callable(out) else (lambda: out)
+    return lambda: [_row(r["dhash"], r["rel_path"], labeler, instances=inst, size=im.size)
+                    for (r, im), inst in zip(good, finish())]
+
+
+class _Inline:
+    """An executor for ``post_workers=0``: runs the task at once, in the calling thread."""
+
+    def submit(self, fn: Callable, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - handed over like a worker's error
+            future.set_exception(exc)
+        return future
+
+    def __enter__(self) -> "_Inline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _one_by_one(segment: Segmenter, good: list[tuple[dict, Image.Image]], labeler: str) -> list[dict]:
+    """Each image alone, both halves at once; an image that still fails becomes a ``failed`` row."""
+    rows = []
+    for r, im in good:
+        try:
+            out = segment([im])
+            rows.append(_row(r["dhash"], r["rel_path"], labeler, instances=(out() if callable(out) else out)[0],
+                             size=im.size))
+        except Exception as exc:  # noqa: BLE001 - recorded, the partition goes on
+            rows.append(_row(r["dhash"], r["rel_path"], labeler, error=f"{type(exc).__name__}: {exc}"[:500]))
+        _free_gpu_memory()
+    return rows
+
+
+def _free_gpu_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def _write_part(parts_dir: Path, rows: list[dict]) -> None:
+    if rows:
+        write_table(to_table(rows), parts_dir / f"part-{time.time_ns()}-{uuid.uuid4().hex[:6]}.parquet")
+
+
+def labels_jsonl_records(tables: dict[str, pd.DataFrame]) -> list[dict]:
+    """One record per labelled image in the seed's labels.jsonl format (boxes XYXY, category ids, RLE masks)."""
+    records = []
+    for category, table in sorted(tables.items()):
+        for row in table[table.status == DONE].itertuples():
+            inst = json.loads(row.instances)
+            records.append({
+                "image": f"images/{row.dhash}.jpg", "dhash": row.dhash, "source_path": row.rel_path,
+                "category": category, "width": int(row.width), "height": int(row.height),
+                "boxes": [i["bbox_xyxy"] for i in inst], "category_ids": [i["category_id"] for i in inst],
+                "scores": [i["score"] for i in inst], "masks": [i["rle"] for i in inst],
+                "areas": [i["area"] for i in inst], "labeler": row.labeler,
+            })
+    return records

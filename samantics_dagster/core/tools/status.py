@@ -1,0 +1,72 @@
+"""The status questions the old ``pipeline.db`` answered, read from the per-frame tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from samantics_dagster.core.dataset.tables import read_all
+
+_REJECT_REASONS = ("exact", "dhash", "orb", "decode_error", "unparsed")
+
+
+def _accepted(deduped: pd.DataFrame | None) -> set[str]:
+    return set(deduped.loc[deduped["status"] == "accepted", "dhash"]) if deduped is not None else set()
+
+
+def _count(table: pd.DataFrame | None, column: str, value: str) -> int:
+    return int((table[column] == value).sum()) if table is not None else 0
+
+
+def status_table(dataset_dir: Path) -> pd.DataFrame:
+    """One row per category and a column per stage: frames seen, not yet deduped, accepted, rejected by
+    reason, labelled, failed labelling, accepted but not yet labelled, included and excluded by curation."""
+    ingress = read_all(dataset_dir, "ingress_frames")
+    deduped = read_all(dataset_dir, "deduped_images")
+    labels = read_all(dataset_dir, "sam3_labels")
+    curated = read_all(dataset_dir, "curated_coco")
+    rows = []
+    for category in sorted(set(ingress) | set(deduped)):
+        frames, dd, lb, cc = ingress.get(category), deduped.get(category), labels.get(category), curated.get(category)
+        seen = set(frames["rel_path"]) if frames is not None else set()
+        decided = set(dd["rel_path"]) if dd is not None else set()
+        reasons = dd[dd["status"] == "rejected"]["reason"].value_counts() if dd is not None else pd.Series(dtype=int)
+        rows.append({
+            "category": category,
+            "frames": len(seen),
+            "pending_dedupe": len(seen - decided),
+            "accepted": _count(dd, "status", "accepted"),
+            **{f"rejected_{r}": int(reasons.get(r, 0)) for r in _REJECT_REASONS},
+            "labelled": _count(lb, "status", "done"),
+            "label_failed": _count(lb, "status", "failed"),
+            "pending_label": len(_accepted(dd) - (set(lb["dhash"]) if lb is not None else set())),
+            "included": _count(cc, "status", "included"),
+            "excluded": _count(cc, "status", "excluded"),
+        })
+    return pd.DataFrame(rows)
+
+
+def failed_labels(dataset_dir: Path) -> pd.DataFrame:
+    """What failed labelling and why: category, frame, image, error."""
+    rows = [t.loc[t["status"] == "failed", ["rel_path", "dhash", "error"]].assign(category=c)
+            for c, t in read_all(dataset_dir, "sam3_labels").items()]
+    rows = [r for r in rows if len(r)]
+    if not rows:
+        return pd.DataFrame(columns=["category", "rel_path", "dhash", "error"])
+    return pd.concat(rows, ignore_index=True)[["category", "rel_path", "dhash", "error"]]
+
+
+def top_videos(dataset_dir: Path, limit: int = 20) -> pd.DataFrame:
+    """Which videos gave the most accepted frames (and how many of their frames were rejected)."""
+    tables = [t.assign(category=c) for c, t in read_all(dataset_dir, "deduped_images").items() if len(t)]
+    if not tables:
+        return pd.DataFrame(columns=["video_id", "categories", "accepted", "rejected"])
+    df = pd.concat(tables, ignore_index=True)
+    df = df[df["video_id"].notna()]
+    grouped = df.groupby("video_id").agg(
+        categories=("category", lambda s: ",".join(sorted(set(s)))),
+        accepted=("status", lambda s: int((s == "accepted").sum())),
+        rejected=("status", lambda s: int((s == "rejected").sum())),
+    ).reset_index()
+    return grouped.sort_values(["accepted", "video_id"], ascending=[False, True]).head(limit).reset_index(drop=True)

@@ -1,0 +1,395 @@
+"""The cheap scan behind the grabby workdir sensor: which categories have new or changed frames.
+
+Layout: ``{workdir}/{source}/{category}/{video_id}_{timestamp_ms}.jpg``. A *category* (the Dagster
+partition key) is a category folder name across all sources; ``youtube/gym`` and ``vimeo/gym`` are two
+folders of the one category ``gym``.
+
+What a tick costs
+-----------------
+The cursor keeps, per category folder, its directory ``mtime_ns`` and its frame count -- never lists of
+files (the sensor's ``run_key`` gives idempotency). On a tick:
+
+* the workdir root and every source folder are ``stat``-ed; one whose mtime is unchanged is not listed
+  (its category names come from the cursor), one that changed is listed once. So a new category folder
+  is found by listing only the source it appeared in, not the categories of unchanged sources;
+* every category folder is ``stat``-ed; one whose mtime is unchanged costs that ``stat`` and nothing
+  else. One whose mtime changed is listed once with ``os.scandir``: frame files are counted (names that
+  ``naming.is_frame_file`` accepts, hidden names skipped, as the catalog does) and the newest file mtime
+  is noted (one ``stat`` per file of a *changed* folder), for the debounce below.
+
+What a directory mtime catches, and what it does not
+----------------------------------------------------
+A directory's mtime changes when an entry is created, deleted or renamed in it: a new frame, a frame
+removed, a file renamed into place (grabby writes new files and renames; both are caught). It does
+*not* change when an existing file is rewritten in place (same name, new bytes), nor when something
+changes deeper down. Grabby never rewrites a frame in place, so this is the right trade; a frame
+replaced in place is picked up the next time anything else in its folder changes, or on a full rescan
+(an empty or unreadable cursor). Time stamps have a granularity (a few ms on ext4/xfs, up to 2 s on
+some network or FAT file systems): a folder whose mtime is within ``RACY_SECONDS`` of the wall clock
+when it is listed is flagged "racy" in the cursor and listed again on the next tick, so a second
+change in the same clock tick is not lost (the same problem git's index has, solved the same way).
+With the default quiet period (30 s) a folder is only recorded once it is long past that window.
+
+Debounce
+--------
+A changed folder whose mtime, or whose newest file's mtime, is newer than ``now - quiet_seconds`` is
+still being written: its category is reported in ``waiting`` and the cursor is *not* advanced for any of
+that category's folders, so a later tick lists it again and reports the whole batch once it is quiet.
+A run therefore never sees half a batch. (A category's folders advance together: the cursor always
+holds the state last reported for the category.)
+
+Changed and signature
+---------------------
+A category is ``changed`` when any of its folders changed in count or mtime since the cursor, or a
+folder of it appeared or disappeared, and all its folders are quiet. Its signature -- for the run
+key -- is a short stable hash of the sorted ``(source, mtime_ns, count)`` of all its folders, so the
+same state always gives the same run key and any new frame gives a new one. A category whose
+folders hold no frames yet is not reported (and not listed in ``categories``) until a frame lands; a
+category whose folders have all disappeared is dropped from the cursor without a report.
+
+Invalid names
+-------------
+Category folders that are hidden, not valid UTF-8, or not usable as a Dagster dynamic partition key
+(see ``partition_key_problem``) are skipped, each with a reason naming the folder and the fix. Skips
+are reported on the ticks that list the source folder holding them (so once, when they appear, rather
+than on every tick). Sources follow ``catalog.iter_sources``: hidden source folders and links leaving
+the workdir are not sources; category links leaving the workdir are skipped with a reason.
+
+Chunking
+--------
+Categories are visited in name order, each category's folders (one per source) as a unit, and the
+time budget is checked between categories. When it runs out the cursor records the category to resume
+from; the next tick starts there and wraps around. ``ScanResult.complete`` says whether every category
+folder was visited this tick. Source and root mtimes are only recorded by a complete tick, so an
+incomplete one re-lists the (few) changed source folders next time and no new category can slip
+between chunks. Categories scanned so far are reported as soon as they are scanned.
+
+Nothing here opens a file, let alone for writing: the workdir is only ``stat``-ed and listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import unicodedata
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from samantics_dagster.core.workdir.catalog import _inside, iter_sources
+from samantics_dagster.core.workdir.naming import display_name, is_frame_file
+
+CURSOR_VERSION = 1
+RACY_SECONDS = 2.0
+MAX_KEY_BYTES = 200
+# Dagster 1.13.27 refuses these in partition keys (dagster/_core/definitions/partitions/utils/base.py,
+# INVALID_PARTITION_SUBSTRINGS: "..." is the UI/CLI range syntax "a...b", the rest don't display).
+# It enforces them for static partitions only; ``add_dynamic_partitions`` stores any string, which then
+# breaks range selection in the UI and CLI -- so they are refused here before they reach the instance.
+DAGSTER_INVALID_SUBSTRINGS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
+
+_NS = 1_000_000_000
+UNSEEN = [0, 0]  # a folder known to exist whose state was never recorded: mtime 0 never matches, so it is listed
+
+
+class WorkdirError(RuntimeError):
+    """The workdir is missing or unreadable: the sensor must fail loudly, not see an empty workdir."""
+
+
+@dataclass
+class ScanResult:
+    categories: list[str]  # every valid category with frames seen so far (for dynamic partition add requests)
+    changed: dict[str, str]  # category -> signature: frames changed since the cursor, and quiet
+    waiting: dict[str, str]  # category -> reason (still being written)
+    skipped: dict[str, str]  # folder (display name) -> reason
+    cursor: dict  # the new cursor (JSON-serialisable, small)
+    complete: bool  # every category folder was visited this tick
+    folders_listed: int = 0  # root/source/category folders listed with scandir this tick
+    folders_statted: int = 0  # folders stat-ed this tick (root, sources, categories)
+    seconds: float = 0.0
+    resume_from: str | None = field(default=None)  # category the next tick starts at (None: from the top)
+
+
+def partition_key_problem(name: str) -> str | None:
+    """Why ``name`` can't be a ``category`` partition key, or None if it can.
+
+    Refused: hidden names, names that are not valid UTF-8 (``os.fsdecode`` surrogates), Dagster's
+    invalid substrings, '/', ',' and leading/trailing whitespace (``dagster job backfill --partitions``
+    splits keys on ',' and strips them), control characters and keys over ``MAX_KEY_BYTES`` bytes (a key
+    is also a file name, ``tables/{asset}/{category}.parquet``, and part of every run key).
+    """
+    if name.startswith("."):
+        return "hidden folder (starts with '.')"
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8"
+    bad = [s for s in DAGSTER_INVALID_SUBSTRINGS if s in name]
+    if bad:
+        return f"Dagster refuses {', '.join(repr(s) for s in bad)} in a partition key"
+    if "/" in name:
+        return "'/' in a partition key"
+    if "," in name:  # `dagster job backfill --partitions a,b` splits on commas: the key could not be named
+        return "',' in a partition key (Dagster's CLI separates partition keys with commas)"
+    if name != name.strip():  # ... and strips whitespace around each key
+        return "leading or trailing whitespace (Dagster's CLI strips it from partition keys)"
+    controls = sorted({f"U+{ord(c):04X}" for c in name if unicodedata.category(c) == "Cc"})
+    if controls:
+        return f"control characters ({', '.join(controls)})"
+    if len(encoded) > MAX_KEY_BYTES:
+        return f"name is {len(encoded)} bytes, longer than {MAX_KEY_BYTES}"
+    return None
+
+
+def _skip_reason(folder: str, problem: str) -> str:
+    if problem.startswith("hidden"):
+        return (f"{folder}: {problem}; hidden folders are never ingested -- rename it without the leading '.' "
+                f"if its frames belong in the dataset")
+    return (f"{folder}: {problem}; not usable as a category partition key -- rename the folder to a UTF-8 "
+            f"name of at most {MAX_KEY_BYTES} bytes without '...', ',', '/', control characters or "
+            f"surrounding spaces")
+
+
+def signature(folders: dict[str, tuple[int, int]]) -> str:
+    """Stable 16-hex digest of the sorted ``(source, mtime_ns, count)`` of a category's folders."""
+    rows = sorted((src, m, c) for src, (m, c) in folders.items())
+    text = json.dumps(rows, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.blake2b(text.encode("ascii"), digest_size=8).hexdigest()
+
+
+def encode_cursor(cursor: dict) -> str:
+    """Compact JSON (ASCII-only, so odd names survive any storage)."""
+    return json.dumps(cursor, separators=(",", ":"), ensure_ascii=True, sort_keys=True)
+
+
+def decode_cursor(text: str | None) -> dict:
+    """The cursor from its text; None, corrupt, foreign or old-version text gives ``{}`` (a full rescan)."""
+    if not text:
+        return {}
+    try:
+        cursor = json.loads(text)
+    except (ValueError, TypeError):
+        return {}
+    return cursor if _valid_cursor(cursor) else {}
+
+
+def _valid_cursor(cursor: object) -> bool:
+    if not isinstance(cursor, dict) or cursor.get("v") != CURSOR_VERSION:
+        return False
+    if not isinstance(cursor.get("r", -1), int) or not isinstance(cursor.get("s", {}), dict):
+        return False
+    if not all(isinstance(k, str) and isinstance(v, int) for k, v in cursor.get("s", {}).items()):
+        return False
+    cats = cursor.get("c", {})
+    if not isinstance(cats, dict):
+        return False
+    for cat, folders in cats.items():
+        if not isinstance(cat, str) or not isinstance(folders, dict):
+            return False
+        for src, entry in folders.items():
+            if not (isinstance(src, str) and isinstance(entry, list) and len(entry) in (2, 3)
+                    and all(isinstance(x, int) for x in entry)):
+                return False
+    at = cursor.get("at")
+    return at is None or isinstance(at, str)
+
+
+def _display(name: str) -> str:
+    return display_name(os.fsencode(name))
+
+
+def _stat_mtime(path: str) -> int:
+    return os.stat(path).st_mtime_ns
+
+
+def _list_categories(src_path: str, src_name: str, root_real: str,
+                     skipped: dict[str, str]) -> set[str]:
+    """Valid category folder names of one source; odd ones go to ``skipped`` with a reason."""
+    names: set[str] = set()
+    with os.scandir(src_path) as it:
+        for entry in it:
+            try:
+                if not entry.is_dir(follow_symlinks=True):
+                    continue
+            except OSError:
+                continue
+            folder = f"{_display(src_name)}/{_display(entry.name)}"
+            if entry.is_symlink() and not _inside(root_real, os.fsencode(entry.path)):
+                skipped[folder] = (f"{folder}: symlink points outside GRABBY_WORKDIR; copy or move the "
+                                   f"folder into the workdir instead of linking it")
+                continue
+            problem = partition_key_problem(entry.name)
+            if problem:
+                skipped[folder] = _skip_reason(folder, problem)
+                continue
+            names.add(entry.name)
+    return names
+
+
+def _list_frames(path: str) -> tuple[int, int]:
+    """(frame count, newest frame mtime_ns) of one category folder."""
+    count, newest = 0, 0
+    with os.scandir(path) as it:
+        for entry in it:
+            name = entry.name
+            if name.startswith(".") or not is_frame_file(name):
+                continue
+            try:
+                m = entry.stat(follow_symlinks=False).st_mtime_ns
+            except FileNotFoundError:  # removed since readdir; the folder's mtime changed, next tick sees it
+                continue
+            count += 1
+            if m > newest:
+                newest = m
+    return count, newest
+
+
+def scan_workdir(workdir: Path, cursor: dict | None, *, now: float | None = None, quiet_seconds: float = 30.0,
+                 time_budget_s: float = 20.0) -> ScanResult:
+    """One sensor tick's scan of ``{workdir}/{source}/{category}/`` against ``cursor`` (see the module doc).
+
+    ``now`` (epoch seconds, default the wall clock) is what the quiet period is measured against.
+    Raises ``WorkdirError`` if the workdir is missing or unreadable.
+    """
+    t0 = time.perf_counter()
+    deadline = t0 + time_budget_s
+    wall_ns = time.time_ns()
+    racy_ns = wall_ns - int(RACY_SECONDS * _NS)
+    now_ns = wall_ns if now is None else int(now * _NS)
+    quiet_ns = now_ns - int(quiet_seconds * _NS)
+    old = cursor if cursor and _valid_cursor(cursor) else {}
+    old_cats: dict[str, dict[str, list[int]]] = old.get("c", {})
+    old_srcs: dict[str, int] = old.get("s", {})
+    listed = statted = 0
+    skipped: dict[str, str] = {}
+
+    root = os.fspath(workdir)
+    fix = "mount the grabby workdir there, or set GRABBY_WORKDIR to the folder that holds {source}/{category}/"
+    try:
+        root_m = _stat_mtime(root)
+        statted += 1
+        if not os.path.isdir(root):
+            raise WorkdirError(f"GRABBY_WORKDIR {root} is not a folder; {fix}")
+        root_real = os.path.realpath(root)
+        # Sources: from the cursor when the root is unchanged, else listed (catalog.iter_sources' rules).
+        if old and old.get("r") == root_m:
+            sources = {s: os.path.join(root, s) for s in old_srcs}
+        else:
+            listed += 1
+            sources = {os.fsdecode(os.path.basename(p)): os.fsdecode(p) for _, p in iter_sources(Path(root))}
+    except WorkdirError:
+        raise
+    except FileNotFoundError:
+        raise WorkdirError(f"GRABBY_WORKDIR {root} does not exist; {fix}") from None
+    except OSError as exc:
+        raise WorkdirError(f"GRABBY_WORKDIR {root} is not readable ({exc.strerror}); {fix}") from None
+
+    # Category membership per source: from the cursor when the source folder is unchanged, else listed.
+    by_source_old: dict[str, set[str]] = {}
+    for cat, folders in old_cats.items():
+        for src in folders:
+            by_source_old.setdefault(src, set()).add(cat)
+    src_mtimes: dict[str, int] = {}
+    members: dict[str, dict[str, str]] = {}  # category -> {source: folder path}
+    for src, src_path in sources.items():
+        try:
+            m = _stat_mtime(src_path)
+            statted += 1
+            if old_srcs.get(src) == m:
+                cats = by_source_old.get(src, set())
+            else:
+                listed += 1
+                cats = _list_categories(src_path, src, root_real, skipped)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                continue  # removed since the root was listed/recorded; the root's mtime changed too
+            skipped[_display(src)] = (f"{_display(src)}: source folder is not readable ({exc.strerror}); "
+                                      f"fix its permissions so the sensor can list it")
+            src_mtimes[src] = -1  # still a source: listed again next tick
+            for cat in by_source_old.get(src, ()):  # its folders keep their recorded state meanwhile
+                members.setdefault(cat, {})[src] = os.path.join(src_path, cat)
+            continue
+        src_mtimes[src] = m
+        for cat in cats:
+            members.setdefault(cat, {})[src] = os.path.join(src_path, cat)
+
+    # Visit categories in name order, starting at the resume point and wrapping around.
+    order = sorted(set(members) | set(old_cats))
+    start = bisect_left(order, old["at"]) if old.get("at") else 0
+    order = order[start:] + order[:start]
+    new_cats: dict[str, dict[str, list[int]]] = {c: f for c, f in old_cats.items()}
+    changed: dict[str, str] = {}
+    waiting: dict[str, str] = {}
+    visited = 0
+    for cat in order:
+        if visited and time.perf_counter() >= deadline:
+            break
+        visited += 1
+        prev = old_cats.get(cat, {})
+        now_state: dict[str, list[int]] = {}
+        differs = set(prev) != set(members.get(cat, {}))
+        wait_reasons: list[str] = []
+        for src, path in sorted(members.get(cat, {}).items()):
+            folder = f"{_display(src)}/{_display(cat)}"
+            try:
+                m = _stat_mtime(path)
+                statted += 1
+                entry = prev.get(src)
+                if entry is not None and entry[0] == m and len(entry) == 2:
+                    now_state[src] = entry
+                    continue
+                listed += 1
+                count, newest = _list_frames(path)
+            except FileNotFoundError:
+                differs = differs or src in prev
+                continue
+            except OSError as exc:
+                skipped[folder] = (f"{folder}: folder is not readable ({exc.strerror}); fix its permissions "
+                                   f"so the sensor can list it")
+                # keep it known, with its last recorded state, flagged to be listed again next tick
+                now_state[src] = [prev[src][0], prev[src][1], 1] if src in prev else UNSEEN
+                continue
+            if entry is None or entry[0] != m or entry[1] != count:
+                differs = True
+                latest = max(m, newest)
+                if latest > quiet_ns:
+                    ago = (now_ns - latest) / _NS
+                    wait_reasons.append(f"{folder} was written {max(ago, 0):.0f} s ago (quiet period "
+                                        f"{quiet_seconds:g} s)")
+            racy = m > racy_ns or newest > racy_ns
+            now_state[src] = [m, count, 1] if racy else [m, count]
+        if wait_reasons:
+            waiting[cat] = "; ".join(wait_reasons) + "; waiting for grabby to finish the batch"
+            # The cursor keeps this category's last reported state; its new folders are remembered as
+            # UNSEEN (so an unchanged source still yields them next tick) and listed again.
+            # Its recorded folders are flagged to be listed again whatever their mtime says (a copy that
+            # restores mtimes could otherwise put a folder back on its recorded mtime with new frames in it).
+            new_cats[cat] = {**{s: UNSEEN for s in members.get(cat, {})},
+                             **{s: [e[0], e[1], 1] for s, e in prev.items()}}
+            continue
+        if not now_state:
+            new_cats.pop(cat, None)  # every folder of it is gone: drop without a report
+            continue
+        new_cats[cat] = now_state
+        if differs and (any(e[1] for e in now_state.values()) or any(e[1] for e in prev.values())):
+            changed[cat] = signature({s: (e[0], e[1]) for s, e in now_state.items()})
+
+    complete = visited == len(order)
+    new_cursor: dict = {"v": CURSOR_VERSION, "c": new_cats}
+    if complete:
+        # Root and source mtimes are recorded only when every category was visited (else re-listed next
+        # tick, so categories found by this tick's listing can't be forgotten), and never when racy.
+        new_cursor["r"] = root_m if root_m <= racy_ns else -1
+        new_cursor["s"] = {s: (m if m <= racy_ns else -1) for s, m in src_mtimes.items()}
+    else:
+        new_cursor["r"] = old.get("r", -1)
+        new_cursor["s"] = {s: old_srcs[s] for s in src_mtimes if s in old_srcs}
+        new_cursor["at"] = order[visited]
+    categories = sorted(c for c, f in new_cats.items() if any(e[1] for e in f.values()))
+    return ScanResult(
+        categories=categories, changed=changed, waiting=waiting, skipped=skipped, cursor=new_cursor,
+        complete=complete, folders_listed=listed, folders_statted=statted,
+        seconds=time.perf_counter() - t0, resume_from=new_cursor.get("at"),
+    )

@@ -1,0 +1,15 @@
+"""The jobs that sensors, schedules and backfills launch (assets selected by key: no asset imports here)."""
+
+from dagster import AssetSelection, define_asset_job
+
+# One category from frames to its COCO files, in graph order.
+CATEGORY_ASSET_KEYS = ("ingress_frames", "deduped_images", "sam3_labels", "curated_coco")
+
+category_pipeline = define_asset_job(
+    "category_pipeline", selection=AssetSelection.assets(*CATEGORY_ASSET_KEYS),
+    description="ingress_frames -> deduped_images -> sam3_labels -> curated_coco for one category, with their checks.",
+)
+coco_export = define_asset_job(
+    "coco_export", selection=AssetSelection.assets("labels_jsonl", "coco_dataset"),
+    description="Rebuild the dataset-wide files: labels.jsonl and the merged coco/train.json, val.json.",
+)

@@ -1,0 +1,40 @@
+"""Checks on dedupe: the store holds what the table accepted, and no accepted pair is a near-duplicate."""
+
+import pandas as pd
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
+
+from samantics_dagster.core.dedupe.audit import near_duplicate_violations
+from samantics_dagster.defs.ingest.dedupe import deduped_images
+from samantics_dagster.defs.metadata import md_table
+from samantics_dagster.defs.partitions import category_partitions
+from samantics_dagster.defs.resources.dataset import DatasetResource
+
+
+@asset_check(asset=deduped_images, partitions_def=category_partitions, blocking=True,
+             description="Every accepted frame of the partition has its file images/{dhash}.jpg.")
+def accepted_frames_in_store(
+    context: AssetCheckExecutionContext, dataset: DatasetResource, deduped_images: pd.DataFrame
+) -> AssetCheckResult:
+    store = dataset.store()
+    accepted = deduped_images[deduped_images["status"] == "accepted"]
+    missing = [h for h in accepted["dhash"] if not store.has(h)]
+    return AssetCheckResult(
+        passed=not missing,
+        metadata={"accepted": len(accepted), "missing": len(missing),
+                  "first_missing": MetadataValue.text(", ".join(missing[:10]) or "none")},
+        description=None if not missing else "accepted rows without a stored file: re-run without dry_run to copy them",
+    )
+
+
+@asset_check(asset=deduped_images, partitions_def=category_partitions,
+             description="No two accepted frames in the whole dataset are within the dhash threshold.")
+def no_near_duplicates_accepted(context: AssetCheckExecutionContext, dataset: DatasetResource) -> AssetCheckResult:
+    tables = dataset.tables("deduped_images")
+    violations = near_duplicate_violations(tables)
+    n_accepted = sum(int((t["status"] == "accepted").sum()) for t in tables.values())
+    return AssetCheckResult(
+        passed=violations.empty,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"accepted_in_dataset": n_accepted, "violations": len(violations),
+                  "examples": md_table(violations)},
+    )

@@ -1,0 +1,25 @@
+"""``labels_jsonl``: the dataset-wide ``labels.jsonl`` the old tools read, rebuilt after labelling settles."""
+
+from dagster import AssetExecutionContext, MaterializeResult, asset
+
+from samantics_dagster.core.dataset.tables import write_jsonl
+from samantics_dagster.core.label.pipeline import labels_jsonl_records
+from samantics_dagster.defs.automation.conditions import EXPORT_CONDITION
+from samantics_dagster.defs.label.sam3_labels import sam3_labels
+from samantics_dagster.defs.resources.dataset import DatasetResource
+
+
+@asset(
+    deps=[sam3_labels],
+    group_name="label",
+    automation_condition=EXPORT_CONDITION,
+    kinds={"json"},
+    description="labels.jsonl: one record per labelled image of every category (the seed's format), for "
+                "`samantics stats|split|to-coco` and the old scripts.",
+)
+def labels_jsonl(context: AssetExecutionContext, dataset: DatasetResource) -> MaterializeResult:
+    path = dataset.dataset_path / "labels.jsonl"
+    with dataset.lock("labels.jsonl"):  # two rebuilds at once must not interleave their renames
+        n = write_jsonl(labels_jsonl_records(dataset.tables("sam3_labels")), path)
+    context.log.info(f"labels.jsonl: {n} records")
+    return MaterializeResult(metadata={"path": str(path), "records": n})

@@ -1,0 +1,163 @@
+"""``sam3_labels``: SAM3 instances (boxes, scores, COCO RLE masks) for every accepted image."""
+
+import json
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset,
+)
+from pydantic import Field
+
+from samantics_dagster.defs.metadata import md_table
+from samantics_dagster.core.label.pipeline import (
+    PASSENGER, LabelResult, LabelSettings, label_partition, load_image, make_segmenter,
+)
+from samantics_dagster.core.label.preview import previews_markdown, render_preview
+from samantics_dagster.core.progress import ProgressLog
+from samantics_dagster.core.label.queries import load_queries, load_spec, truncate_queries
+from samantics_dagster.core.dataset.tables import table_path
+from samantics_dagster.defs.partitions import category_partitions
+from samantics_dagster.defs.resources.dataset import DatasetResource
+from samantics_dagster.defs.resources.sam3 import Sam3Resource
+
+
+def _previews(table: pd.DataFrame, dataset: DatasetResource, names: dict[int, str], n: int = 3) -> str:
+    """A few of the frames with the most detections, drawn."""
+    rows = table[(table.status == "done") & (table.n_instances > 0)].sort_values("n_instances", ascending=False).head(n)
+    store = dataset.store()
+    shots = []
+    for row in rows.itertuples():
+        try:
+            image = load_image(store.path_for(row.dhash))
+        except OSError:
+            continue
+        shots.append((f"{row.rel_path} ({row.n_instances} instances)", render_preview(image, json.loads(row.instances), names)))
+    return previews_markdown(shots)
+
+
+# On Kubernetes (dagster-k8s, deploy/k8s.md) this step asks for a GPU node; other launchers ignore the tag.
+K8S_GPU_CONFIG = {
+    "container_config": {
+        "resources": {"requests": {"cpu": "4", "memory": "24Gi"}, "limits": {"nvidia.com/gpu": "1", "memory": "32Gi"}},
+        "volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}],
+    },
+    "pod_spec_config": {
+        "node_selector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "volumes": [{"name": "dshm", "empty_dir": {"medium": "Memory", "size_limit": "8Gi"}}],
+    },
+}
+
+
+class LabelConfig(Config):
+    """The old label script's knobs and defaults."""
+
+    score_thresh: float = Field(0.5, ge=0.0, le=1.0, description="sigmoid(logit) x sigmoid(presence) must exceed this.")
+    category_thresh: dict[str, float] = Field(default_factory=dict, description="Per category name, overrides score_thresh.")
+    nms_iou: float = Field(0.5, ge=0.0, le=1.0, description="Cross-prompt mask IoU above which the lower score goes; 1 turns it off.")
+    max_detections: int = Field(100, ge=1, description="Per image, highest scores first.")
+    relation_rules: bool = Field(True, description="person inside car -> passenger (only if the spec has `passenger`).")
+    image_batch: int = Field(4, ge=1, description="Images through the vision encoder at once.")
+    pair_chunk: int = Field(32, ge=1, description="(image, prompt) pairs through the heads at once.")
+    retry_failed: bool = Field(False, description="Label again the images whose last attempt failed.")
+    relabel_imported: bool = Field(False, description="Label again the images whose labels came from `samantics import-legacy`.")
+    post_workers: int = Field(1, ge=0, description="Threads turning masks into RLE while the next batch is on the GPU (0: serial).")
+    max_failed_share: float = Field(0.05, ge=0.0, le=1.0, description=(
+        "Blocking check: above this share of failed images among those labelled in this run, the run fails its "
+        "`labels_failure_share` check and nothing downstream (curation, export) runs."))
+
+    def settings(self) -> LabelSettings:
+        return LabelSettings(
+            score_thresh=self.score_thresh, category_thresh=dict(self.category_thresh),
+            nms_iou=None if self.nms_iou >= 1 else self.nms_iou, max_detections=self.max_detections,
+            relation_rules=(PASSENGER,) if self.relation_rules else (), image_batch=self.image_batch,
+            pair_chunk=self.pair_chunk,
+        )
+
+
+@asset(
+    partitions_def=category_partitions,
+    io_manager_key="table_io_manager",
+    group_name="label",
+    kinds={"pytorch", "parquet"},
+    pool="gpu",
+    op_tags={"dagster-k8s/config": K8S_GPU_CONFIG},
+    description="SAM3 on every accepted image of the category: one row per image, instances as JSON (boxes XYXY, scores, RLE).",
+    check_specs=[AssetCheckSpec("labels_failure_share", asset="sam3_labels", blocking=True, description=(
+        "The share of images that failed in this run is at most max_failed_share (5%): a broken CUDA stack or a "
+        "post-processing bug fails here instead of shipping an empty export."))],
+)
+def sam3_labels(
+    context: AssetExecutionContext, config: LabelConfig, dataset: DatasetResource, sam3: Sam3Resource,
+    deduped_images: pd.DataFrame,
+) -> MaterializeResult:
+    """Writes its own table (batch parts merged under its resume protocol), so it returns no value: the IO
+    manager only reads the table for curated_coco."""
+    category = context.partition_key
+    settings = config.settings()
+    # Spec and queries are checked before any model work: a typo fails in a second, not after loading 3 GB.
+    spec = load_spec(dataset.dataset_path / "coco-spec.json")
+    names = {c.name for c in spec.categories}
+    derived = [r.becomes for r in settings.relation_rules if {r.subject, r.container, r.becomes} <= names]
+    queries = load_queries(spec, dataset.dataset_path / "sam-queries.yaml", derived=derived)
+    loaded = sam3.load()
+    tokenizer = loaded.processor.tokenizer
+    queries, warnings = truncate_queries(queries, lambda text: len(tokenizer(text).input_ids) - 2)
+    for warning in warnings:
+        context.log.warning(warning)
+    labeler = settings.labeler(loaded.fingerprint, queries)
+    accepted = deduped_images[deduped_images["status"] == "accepted"]
+    context.log.info(f"{category}: {len(accepted)} accepted images, {len(queries.queries)} prompts, labeler {labeler}")
+    result = label_partition(
+        accepted, dataset.store(), make_segmenter(loaded, queries, spec, settings), labeler,
+        table_path=table_path(dataset.dataset_path, "sam3_labels", category), image_batch=settings.image_batch,
+        retry_failed=config.retry_failed, relabel_imported=config.relabel_imported, post_workers=config.post_workers,
+        progress=ProgressLog(context.log.info, f"label {category}", "images"),
+        log=context.log.info,
+    )
+    table = result.table
+    failed = table[table.status == "failed"]
+    by_name = {str(c.id): c.name for c in spec.categories}
+    device = loaded.device
+    gpu = "cpu"
+    if device.type == "cuda":
+        import torch
+
+        gpu = torch.cuda.get_device_name(device)
+    return MaterializeResult(
+        check_results=[failure_share_check(result, config.max_failed_share)],
+        metadata={
+            "previews": MetadataValue.md(_previews(table, dataset, {c.id: c.name for c in spec.categories})),
+            "done": int((table.status == "done").sum()),
+            "failed": len(failed),
+            "labelled_this_run": result.labelled,
+            "reused": result.reused,
+            "instances": int(table["n_instances"].fillna(0).sum()),
+            "instances_per_class": MetadataValue.json({by_name.get(k, k): v for k, v in result.instances_per_class.items()}),
+            "images_per_s": round(result.labelled / result.seconds, 2) if result.seconds > 0 else 0.0,
+            "postprocess_s": round(result.post_seconds, 2),
+            "postprocess_not_hidden_s": round(result.post_wait_seconds, 2),
+            "device": gpu,
+            "model_fingerprint": loaded.fingerprint,
+            "queries_fingerprint": queries.fingerprint(),
+            "labeler": labeler,
+            **({"relabelled_because": result.relabel_reason} if result.relabel_reason else {}),
+            "failures": md_table(failed[["dhash", "rel_path", "error"]]),
+        },
+    )
+
+
+def failure_share_check(result: LabelResult, bound: float) -> AssetCheckResult:
+    share = result.failed_share
+    table = result.table
+    errors = table.loc[table.status == "failed", "error"].value_counts().head(3)
+    return AssetCheckResult(
+        check_name="labels_failure_share",
+        passed=share <= bound,
+        metadata={"attempted": result.attempted, "failed": result.failed_this_run, "failed_share": round(share, 4),
+                  "bound": bound, "top_errors": MetadataValue.json({str(k): int(v) for k, v in errors.items()})},
+        description=None if share <= bound else (
+            f"{result.failed_this_run} of {result.attempted} images failed in this run ({share:.1%} > {bound:.0%}); "
+            f"most common error: {errors.index[0] if len(errors) else '?'}. Fix the cause, then re-run with "
+            "retry_failed: true (or raise max_failed_share)."),
+    )

@@ -1,0 +1,16 @@
+"""The resources every asset, check, sensor and schedule gets, bound to the environment with ``EnvVar``."""
+
+import dagster as dg
+
+from samantics_dagster.defs.resources.dataset import DatasetResource
+from samantics_dagster.defs.resources.io_manager import ParquetTableIOManager
+from samantics_dagster.defs.resources.sam3 import Sam3Resource
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources={
+        "dataset": DatasetResource(dataset_dir=dg.EnvVar("DATASET_DIR"), grabby_workdir=dg.EnvVar("GRABBY_WORKDIR")),
+        "table_io_manager": ParquetTableIOManager(dataset_dir=dg.EnvVar("DATASET_DIR")),
+        "sam3": Sam3Resource(model_cache=dg.EnvVar("MODEL_CACHE")),
+    })
