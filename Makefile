@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test bench
+.PHONY: venv demo test test-fast bench trainer-venvs
 
 venv: $(VENV)/.installed
 
@@ -17,12 +17,33 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/samantics demo
 
+# Label Studio for the review round-trip tests (tests/review/), in a venv of its own: label-studio-sdk's pins
+# (opencv-python-headless<4.13, numpy<2.3) would downgrade the project's. About a minute, once (the stamp).
+LS_VENV ?= .venv-labelstudio
+LABEL_STUDIO_VERSION ?= 1.23.2
+
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/pip install --quiet "label-studio==$(LABEL_STUDIO_VERSION)"
+	touch $@
+
+# Ultralytics (.venv-yolo, on top of .venv's torch) and FiftyOne (.venv-fiftyone) for the export tests
+# (tests/test_yolo_export.py), each in a venv of its own: scripts/trainer-venvs.sh says why. A no-op once made.
+trainer-venvs: venv
+	VENV=$(VENV) PYTHON=$(PYTHON) scripts/trainer-venvs.sh yolo fiftyone
+
 # The deployment tests' tools (tests/deploy/requirements.txt), then PostgreSQL, Chromium and docker-compose
 # (scripts/test-services.sh: Debian's packages if missing, a throwaway cluster on 127.0.0.1, stopped after).
-test: venv
+test: venv $(LS_VENV)/.installed trainer-venvs
 	$(BIN)/pip install --quiet --disable-pip-version-check -r tests/deploy/requirements.txt
 	@eval "$$(scripts/test-services.sh start)"; trap 'scripts/test-services.sh stop' EXIT; \
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra --durations=25
+
+# The edit loop: everything but the tests marked `slow` (Dagster processes, the demo, benchmarks, the stack);
+# no services needed (the deployment tests that need them skip). Under 3 minutes on 2 cores.
+test-fast: venv
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra -m "not slow" --durations=15
 
 bench: venv
 	$(BIN)/pip install --quiet -e ".[bench]"

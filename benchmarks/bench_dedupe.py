@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from samantics_dagster.core.workdir.catalog import frames_to_table, list_categories, scan_category  # noqa: E402
 from samantics_dagster.core.dedupe.engine import DedupeSettings, dedupe_partition  # noqa: E402
-from samantics_dagster.core.dedupe.imaging import dhash_full_decode, frame_dhash  # noqa: E402
-from samantics_dagster.demo.sample import SampleTruth, build_sample_workdir, score_dedupe  # noqa: E402
+from samantics_dagster.core.dedupe.imaging import dhash_full_decode, frame_dhash, frame_signature  # noqa: E402
+from samantics_dagster.demo.sample import SampleTruth, build_sample_workdir, score_by_class, score_dedupe  # noqa: E402
 from samantics_dagster.core.dataset.store import ImageStore  # noqa: E402
 
 
@@ -58,7 +58,8 @@ def bench_dhash(n: int) -> tuple[list[tuple], float, float]:
     ours = lambda d: frame_dhash(d).dhash  # noqa: E731
     timings = {}
     for name, fn in (("imagehash.dhash, full decode (baseline)", dhash_full_decode),
-                     ("samantics frame_dhash, reduced decode, 1 thread", ours)):
+                     ("samantics frame_dhash, reduced decode, 1 thread", ours),
+                     ("samantics frame_signature (+ structure, thumbnails), 1 thread", frame_signature)):
         fn(files[0])
         t0 = time.perf_counter()
         for d in files:
@@ -66,27 +67,29 @@ def bench_dhash(n: int) -> tuple[list[tuple], float, float]:
         timings[name] = time.perf_counter() - t0
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:  # what dedupe_partition does
-        list(pool.map(ours, files[:workers]))
+        list(pool.map(frame_signature, files[:workers]))
         t0 = time.perf_counter()
-        list(pool.map(ours, files))
-        timings[f"samantics frame_dhash, pipeline ({workers} threads)"] = time.perf_counter() - t0
+        list(pool.map(frame_signature, files))
+        timings[f"samantics frame_signature, pipeline ({workers} threads)"] = time.perf_counter() - t0
     base = timings["imagehash.dhash, full decode (baseline)"]
     rows = [(name, n, f"{n / secs:.0f}", f"{secs / n * 1000:.2f}", f"{base / secs:.1f}x") for name, secs in timings.items()]
-    single, pipeline = list(timings.values())[1:]
+    single, _signature, pipeline = list(timings.values())[1:]
     return rows, base / single, base / pipeline
 
 
-def run_samantics(workdir: Path, settings: DedupeSettings) -> tuple[list[str], float, int]:
+def run_samantics(workdir: Path, settings: DedupeSettings) -> tuple[list[str], float, int, float]:
+    """Accepted rel_paths, wall seconds, frames, and process CPU seconds (all threads): on a shared machine
+    the CPU time is the steadier figure of the two."""
     dataset = Path(tempfile.mkdtemp(prefix="bench-dataset-"))
     try:
         store = ImageStore(dataset)
-        accepted, frames, t0 = [], 0, time.perf_counter()
+        accepted, frames, t0, c0 = [], 0, time.perf_counter(), time.process_time()
         for category in list_categories(workdir):
             table = frames_to_table(scan_category(workdir, category))
             frames += len(table)
             result = dedupe_partition(table, workdir, store, settings)
             accepted += result.table.loc[result.table.status == "accepted", "rel_path"].tolist()
-        return accepted, time.perf_counter() - t0, frames
+        return accepted, time.perf_counter() - t0, frames, time.process_time() - c0
     finally:
         shutil.rmtree(dataset)
 
@@ -95,7 +98,7 @@ def run_imagededup(workdir: Path, truth: SampleTruth, method: str, thresholds: l
     try:
         from imagededup import methods
     except ImportError:
-        return [(f"imagededup {method}", t, "-", "-", "not installed (pip install imagededup)", "-") for t in thresholds]
+        return [(f"imagededup {method}", t, "-", "-", "not installed (pip install imagededup)", "-", "-") for t in thresholds]
     logging.disable(logging.INFO)  # imagededup logs every step at INFO on its own handlers
     # imagededup crashes on non-UTF-8 file names, so it gets the sample's good frames under plain names.
     flat = Path(tempfile.mkdtemp(prefix="bench-peer-"))
@@ -114,12 +117,17 @@ def run_imagededup(workdir: Path, truth: SampleTruth, method: str, thresholds: l
         kept = [names[k] for k in encodings if k not in removed]
         score = score_dedupe(truth, kept)
         rows.append((f"imagededup {method}", t, f"{score.scene_recall:.3f}", f"{score.removed_fraction:.3f}",
-                     _verdict(score), f"{len(encodings) / secs:.0f}"))
+                     _verdict(score), f"{len(encodings) / secs:.0f}", _per_class(truth, kept)))
     return rows
 
 
 def _verdict(score) -> str:
-    return "PASS" if score.scene_recall == 1.0 and score.removed_fraction >= 0.9 else "fail"
+    return "PASS" if score.scene_recall >= 0.99 and score.removed_fraction >= 0.9 else "fail"
+
+
+def _per_class(truth: SampleTruth, kept: list[str]) -> str:
+    """Scenes kept / redundant removed per scene class, e.g. ``sky 1.00/0.95``."""
+    return " ".join(f"{cls} {s.scene_recall:.2f}/{s.removed_fraction:.2f}" for cls, s in score_by_class(truth, kept).items())
 
 
 def print_table(header: tuple, rows: list[tuple]) -> None:
@@ -136,6 +144,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI to keep the script alive")
     parser.add_argument("--frames", type=int, default=300, help="720p JPEGs for the dhash rate")
+    parser.add_argument("--seed", type=int, default=1, help="sample seed (other seeds: footage never tuned on)")
+    parser.add_argument("--no-low-texture", action="store_true", help="the photo-only sample of before issue 12")
     args = parser.parse_args()
 
     print("## dhash rate, 720p JPEGs, one thread")
@@ -148,7 +158,7 @@ def main() -> int:
     try:
         workdir = root / "grabby"
         kwargs = {"videos_per_source": 1, "scenes_per_video": 3} if args.quick else {}
-        truth = build_sample_workdir(workdir, seed=1, **kwargs)
+        truth = build_sample_workdir(workdir, seed=args.seed, low_texture=0 if args.no_low_texture else 4, **kwargs)
         n_scenes = len(set(truth.scene_of.values()))
         print(f"## dedupe quality on the sample: {len(truth.scene_of)} good frames, {n_scenes} scenes, "
               f"{len(truth.bad_files)} bad files")
@@ -158,16 +168,21 @@ def main() -> int:
         for thr in grid:
             for use_orb in (True, False):
                 settings = DedupeSettings(dhash_threshold=thr, use_orb=use_orb)
-                accepted, secs, frames = run_samantics(workdir, settings)
+                accepted, secs, frames, cpu = run_samantics(workdir, settings)
                 score = score_dedupe(truth, accepted)
                 label = "samantics dhash" + (" + ORB" if use_orb else "") + (" (default)" if settings == defaults else "")
                 rows.append((label, thr, f"{score.scene_recall:.3f}", f"{score.removed_fraction:.3f}",
-                             _verdict(score), f"{frames / secs:.0f}"))
+                             _verdict(score), f"{frames / secs:.0f} ({frames / cpu:.0f}/CPU-s)", _per_class(truth, accepted)))
         for method in ("DHash", "PHash"):
             rows += run_imagededup(workdir, truth, method, [6, 10, 14])
-        print_table(("method", "threshold", "scenes kept", "redundant removed", "bar", "frames/s"), rows)
+        print_table(("method", "threshold", "scenes kept", "redundant removed", "bar", "frames/s",
+                     "per class: kept/removed"), rows)
         default_row = next(r for r in rows if "(default)" in r[0])
-        print(f"bar: defaults keep every scene and remove >= 90%: {default_row[4]}")
+        peers = [r for r in rows if r[0].startswith("imagededup") and r[2] != "-"]
+        best = max(peers, key=lambda r: (float(r[2]) >= 0.99, float(r[2]) + float(r[3])), default=None)
+        better = best is not None and float(default_row[2]) >= float(best[2]) and float(default_row[3]) >= float(best[3])
+        print(f"bar: defaults keep >= 99% of scenes and remove >= 90%: {default_row[4]}; at least as good on both as "
+              f"imagededup's best ({best[0] + ' ' + str(best[1]) if best else 'n/a'}): {'PASS' if better else 'FAIL' if best else 'n/a'}")
     finally:
         shutil.rmtree(root)
     return 0

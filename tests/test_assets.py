@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from samantics_dagster.core.workdir.catalog import list_categories
@@ -14,7 +15,8 @@ from samantics_dagster.definitions import defs
 from samantics_dagster.defs.partitions import category_partitions
 
 # The ingest stage and its checks; labelling and curation have their own test files.
-ASSETS = [a for a in defs.assets if a.key.path[-1] in ("ingress_frames", "deduped_images")] + [
+_BY_KEY = {a.key.path[-1]: a for a in defs.assets}
+ASSETS = [_BY_KEY["ingress_frames"], _BY_KEY["deduped_images"]] + [
     c for c in defs.asset_checks if {k.name for k in c.check_keys} & {"accepted_frames_in_store", "no_near_duplicates_accepted"}]
 
 
@@ -90,6 +92,7 @@ def test_dry_run_counts_without_writing_the_store(sample, dataset_env, instance)
     assert not (dataset_env / "images").exists() or not any((dataset_env / "images").iterdir())
 
 
+@pytest.mark.slow
 def test_dagster_cli_materialises_a_partition(sample, dataset_env, tmp_path):
     workdir, _ = sample
     category = list_categories(workdir)[0]

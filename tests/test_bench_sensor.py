@@ -4,9 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
+@pytest.mark.slow
 def test_sensor_benchmark_runs_and_prints_its_table(tmp_path):
     # its own folder, so test runs at the same time can't touch each other's synthetic workdir
     proc = subprocess.run([sys.executable, str(BENCH / "bench_sensor.py"), "--quick", "--dir", str(tmp_path / "bench")],

@@ -31,6 +31,7 @@ def _rows(stdout: str) -> list[dict]:
     return [dict(zip(header, line.split())) for line in lines[1:]]
 
 
+@pytest.mark.slow  # `samantics demo` in a subprocess
 def test_demo_without_ui_materialises_every_category_and_status_reports_it(demo):
     root, proc = demo
     assert "accepted" in proc.stdout
@@ -60,6 +61,7 @@ def test_demo_without_ui_materialises_every_category_and_status_reports_it(demo)
         assert len(instance.get_dynamic_partitions("category")) == len(tables)
 
 
+@pytest.mark.slow  # `samantics demo` in a subprocess
 def test_status_failed_and_videos_answer_the_old_questions(demo, tmp_path):
     import pandas as pd
 
@@ -81,6 +83,7 @@ def test_status_failed_and_videos_answer_the_old_questions(demo, tmp_path):
     assert int(rows[0]["accepted"]) == best
 
 
+@pytest.mark.slow  # `samantics demo` in a subprocess
 def test_split_stats_and_to_coco_on_the_demo_labels(demo, tmp_path):
     import json
 
@@ -119,6 +122,7 @@ def test_split_stats_and_to_coco_on_the_demo_labels(demo, tmp_path):
     assert bad.returncode == 2 and "--spec" in bad.stderr
 
 
+@pytest.mark.slow  # the console script in subprocesses
 def test_import_legacy_brings_an_old_dataset_in_and_adds_partitions(tmp_path):
     from dagster import DagsterInstance
 
@@ -143,6 +147,7 @@ def test_import_legacy_brings_an_old_dataset_in_and_adds_partitions(tmp_path):
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "nowhere" in missing.stderr
 
 
+@pytest.mark.slow  # the console script in subprocesses
 def test_errors_are_one_line_with_a_non_zero_exit(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DATASET_DIR"}
     proc = subprocess.run([str(BIN / "samantics"), "status"], capture_output=True, text=True, env=env)
@@ -154,6 +159,7 @@ def test_errors_are_one_line_with_a_non_zero_exit(tmp_path):
     assert proc.returncode == 2 and "not empty" in proc.stderr
 
 
+@pytest.mark.slow  # the console script in subprocesses
 def test_add_partitions_adds_each_category_folder_once(tmp_path, sample):
     from dagster import DagsterInstance
 
@@ -171,3 +177,60 @@ def test_add_partitions_adds_each_category_folder_once(tmp_path, sample):
         assert sorted(instance.get_dynamic_partitions("category")) == ["gym", "kitchen", "street"]
     missing = _run("add-partitions", env={**env, "GRABBY_WORKDIR": str(tmp_path / "nope")})
     assert missing.returncode == 2 and "GRABBY_WORKDIR" in missing.stderr
+
+
+def test_add_partitions_refuses_what_the_sensor_refuses_naming_folder_and_reason(tmp_path, monkeypatch, capsys):
+    """In-process (no subprocess): the same listing rule as the sensor's scan, refusals on stderr, exit 1."""
+    from dagster import DagsterInstance
+
+    from samantics_dagster.cli.main import main
+    from samantics_dagster.core.workdir.scan import scan_workdir
+
+    workdir = tmp_path / "grabby"
+    for folder in ("youtube/gym", "youtube/bad,name", "youtube/.cache", "vimeo/gym", "vimeo/a...b"):
+        (workdir / folder).mkdir(parents=True)
+        (workdir / folder / "vid_1000.jpg").write_bytes(b"")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert main(["add-partitions", "--workdir", str(workdir)]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("added 1 categories: gym")
+    sensor_skips = scan_workdir(workdir, None, quiet_seconds=0).skipped
+    assert set(sensor_skips) == {"youtube/bad,name", "youtube/.cache", "vimeo/a...b"}
+    for folder, reason in sensor_skips.items():
+        assert f"refused {reason}" in err and folder in reason
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_dynamic_partitions("category") == ["gym"]
+
+
+def test_import_legacy_records_a_runless_materialisation_per_table_and_category(tmp_path, monkeypatch, capsys):
+    """In-process, on a real instance: Dagster sees the imported partitions as materialised, with no run."""
+    import pyarrow.parquet as pq
+    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+
+    from samantics_dagster.cli.main import main
+    from tests.legacy_fixtures import build_db_layout
+
+    build_db_layout(tmp_path / "old")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    dataset = tmp_path / "dataset"
+    assert main(["import-legacy", "--data-root", str(tmp_path / "old"), "--dataset-dir", str(dataset), "--quiet"]) == 0
+    written = {(p.parent.name, p.stem) for p in (dataset / "tables").glob("*/*.parquet")}
+    assert {a for a, _ in written} == {"deduped_images", "sam3_labels", "curated_coco"}
+    with DagsterInstance.from_config(str(home)) as instance:
+        for asset, category in sorted(written):
+            records = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[category]), limit=5).records
+            assert len(records) == 1, f"{len(records)} materialisations of {asset} {category}"
+            mat = records[0].asset_materialization
+            assert mat.partition == category
+            rows = pq.read_metadata(dataset / "tables" / asset / f"{category}.parquet").num_rows
+            assert mat.metadata["dagster/row_count"].value == rows > 0
+            assert mat.metadata["imported_rows"].value > 0
+        assert not instance.get_runs()  # runless: nothing pretends a run happened
+    assert f"recorded {len(written)} materialisations" in capsys.readouterr().out

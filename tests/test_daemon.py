@@ -18,6 +18,8 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from samantics_dagster.demo.spec import write_demo_spec
 
+pytestmark = pytest.mark.slow  # starts dagster-daemon and the CLI
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 OLD = time.time() - 3600

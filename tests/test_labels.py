@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,8 +15,11 @@ from dagster import DagsterInstance, materialize
 from samantics_dagster.core.dataset.tables import table_path
 from samantics_dagster.definitions import defs
 
+REPO = Path(__file__).resolve().parent.parent
+
 UPSTREAM = [a for a in defs.assets if a.key.path[-1] in ("ingress_frames", "deduped_images")]
 LABELS = [a for a in defs.assets if a.key.path[-1] == "sam3_labels"]
+LABELS_JSONL = [a for a in defs.assets if a.key.path[-1] == "labels_jsonl"]
 CATEGORY = "gym"
 
 
@@ -46,11 +50,14 @@ def test_labels_every_accepted_image_and_skips_them_next_time(dataset_env, insta
     for inst in instances:
         assert set(inst) == {"category_id", "bbox_xyxy", "score", "rle", "area"}
         assert isinstance(inst["rle"]["counts"], str) and inst["score"] > 0.5
+    assert not (dataset_env / "labels.jsonl").exists()  # a dataset-wide file: its own asset, not every label run's
+    assert materialize(LABELS_JSONL + LABELS + UPSTREAM, selection=["labels_jsonl"], instance=instance,
+                       resources=defs.resources).success
     lines = (dataset_env / "labels.jsonl").read_text().splitlines()
     assert len(lines) == len(deduped)
     rec = json.loads(lines[0])
     assert rec["image"].startswith("images/") and len(rec["boxes"]) == len(rec["masks"]) == len(rec["category_ids"])
-    assert meta["queries_fingerprint"] and meta["model_fingerprint"] and "HF_TOKEN" not in json.dumps(meta)
+    assert meta["queries_fingerprint"] and meta["model_fingerprint"] and "HF_TOKEN" not in repr(meta)
 
     again = _meta(_label(instance))
     assert again["labelled_this_run"] == 0 and again["reused"] == len(deduped)
@@ -61,28 +68,34 @@ def test_labels_every_accepted_image_and_skips_them_next_time(dataset_env, insta
     assert "thresholds changed" in changed["relabelled_because"]
 
 
+@pytest.mark.slow
 def test_a_killed_run_loses_at_most_one_batch(dataset_env, instance, deduped, tmp_path):
+    """SIGKILL mid-partition, at a known batch: the resource of ``tests.label_kill_defs`` blocks after the
+    fifth part is written, the test kills the process there, and the next run reuses exactly those parts."""
     home = tmp_path / "cli_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with DagsterInstance.from_config(str(home)) as cli_instance:
         cli_instance.add_dynamic_partitions("category", [CATEGORY])
     parts = table_path(dataset_env, "sam3_labels", CATEGORY).parent / ".parts" / CATEGORY
+    marker, block_after = tmp_path / "blocked", 5
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
     proc = subprocess.Popen(
-        [dagster, "asset", "materialize", "-m", "samantics_dagster.definitions", "--select", "sam3_labels",
+        [dagster, "asset", "materialize", "-m", "tests.label_kill_defs", "--select", "sam3_labels",
          "--partition", CATEGORY, "--config-json", json.dumps({"ops": {"sam3_labels": {"config": {"image_batch": 1}}}})],
-        env={**os.environ, "DAGSTER_HOME": str(home), "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "DAGSTER_HOME": str(home), "OMP_NUM_THREADS": "1",
+             "KILL_TEST_BLOCK_AFTER_PART": str(block_after), "KILL_TEST_MARKER": str(marker)},
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(parts.glob("part-*.parquet"))) < 5:
-        assert proc.poll() is None, "the run finished before it could be killed: make it slower"
+    while not marker.exists():  # the process stays blocked once it is there: no race
+        assert proc.poll() is None, f"the run exited ({proc.returncode}) before reaching batch {block_after}"
+        assert time.time() < deadline, f"no part {block_after} after 300 s"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     saved = {d for p in parts.glob("part-*.parquet") for d in pd.read_parquet(p).dhash}
-    assert 5 <= len(saved) < len(deduped)
+    assert len(saved) == block_after < len(deduped)  # one image per part; nothing after the blocked one
     assert not table_path(dataset_env, "sam3_labels", CATEGORY).exists()
 
     meta = _meta(_label(instance))
@@ -107,6 +120,25 @@ def test_a_broken_image_is_a_failed_row_and_retry_failed_labels_it(dataset_env, 
     assert _meta(_label(instance))["labelled_this_run"] == 0  # failures are not retried unless asked
     retried = _meta(_label(instance, {"ops": {"sam3_labels": {"config": {"retry_failed": True}}}}))
     assert retried["labelled_this_run"] == 1 and retried["failed"] == 0
+
+
+def test_a_run_where_most_images_fail_fails_its_blocking_check_and_nothing_downstream_runs(dataset_env, instance, deduped):
+    for dhash in deduped.dhash.iloc[:10]:  # 10 of ~50 images broken: far above the 5% bound
+        (dataset_env / "images" / f"{dhash}.jpg").write_bytes(b"not a jpeg")
+    curate = [a for a in defs.assets if a.key.path[-1] == "curated_coco"]
+    result = materialize(LABELS + UPSTREAM + curate, selection=["sam3_labels", "curated_coco"], instance=instance,
+                         partition_key=CATEGORY, resources=defs.resources, raise_on_error=False)
+    assert not result.success
+    (check,) = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                and e.event_specific_data.check_name == "labels_failure_share"]
+    assert not check.passed
+    assert check.metadata["failed"].value == 10 and check.metadata["failed_share"].value > 0.05
+    assert "retry_failed" in (check.description or "")
+    assert not result.asset_materializations_for_node("curated_coco")  # the export never saw the broken run
+    assert not (dataset_env / "coco" / CATEGORY).exists()
+    # the finished work is kept: the failures are rows, and a retry after the fix labels only them
+    table = pd.read_parquet(table_path(dataset_env, "sam3_labels", CATEGORY))
+    assert (table.status == "failed").sum() == 10 and (table.status == "done").sum() == len(deduped) - 10
 
 
 def test_missing_model_fails_up_front_saying_how_to_fill_model_cache(dataset_env, instance, deduped, tmp_path, monkeypatch):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from samantics_dagster.core.dataset.layout import DatasetLayout
 
 
 class CliError(Exception):
@@ -80,8 +79,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ns = argparse.Namespace(workdir=str(workdir), truth=str(root / "sample-truth.json"), seed=0)
         cmd_make_sample(ns)
     dataset.mkdir(parents=True, exist_ok=True)
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    from samantics_dagster.demo.config import write_demo_instance
+
+    workspace = write_demo_instance(home, root)  # package data: an installed copy runs the demo too
     os.environ.update(DATASET_DIR=str(dataset), GRABBY_WORKDIR=str(workdir), DAGSTER_HOME=str(home))
     from samantics_dagster.demo.spec import write_demo_spec
 
@@ -103,30 +103,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for row in status_table(dataset).itertuples():
         print(f"  {row.category}: {row.accepted} accepted, {row.frames - row.accepted} rejected, {row.labelled} labelled, "
               f"{row.included} in the COCO export")
-    print(f"COCO: {dataset / 'coco' / 'train.json'}, {dataset / 'coco' / 'val.json'}")
+    layout = DatasetLayout(dataset)
+    print(f"COCO: {layout.coco_merged('train')}, {layout.coco_merged('val')}")
     if args.no_serve:
         return 0
     print(f"serving the Dagster UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    dagster = Path(sys.executable).parent / "dagster"
-    os.chdir(root)  # not the repo root: its dagster.yaml would shadow $DAGSTER_HOME's with a warning
-    os.execv(str(dagster), [str(dagster), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port)])
+    dg = Path(sys.executable).parent / "dg"
+    os.chdir(root)  # not a checkout's root: its dagster.yaml would shadow $DAGSTER_HOME's with a warning
+    # `dg dev -w` serves the workspace file as given (no dg project lookup), from any folder and any install.
+    os.execv(str(dg), [str(dg), "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)])
     return 0  # not reached
 
 
 def cmd_add_partitions(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
-    from samantics_dagster.core.workdir.catalog import list_categories
+    from samantics_dagster.core.workdir.catalog import list_category_folders
 
     workdir = Path(args.workdir or os.environ.get("GRABBY_WORKDIR") or "")
     if not workdir.is_dir():
         raise CliError(f"GRABBY_WORKDIR {str(workdir) or '(unset)'} is not a folder: pass --workdir or set GRABBY_WORKDIR")
     if not os.environ.get("DAGSTER_HOME"):
         raise CliError("DAGSTER_HOME is not set: point it at your Dagster instance folder")
+    categories, refused = list_category_folders(workdir)  # the sensor's rule: what it refuses, this refuses
     with DagsterInstance.get() as instance:
-        new, existing = add_category_partitions(instance, list_categories(workdir))
+        new, existing = add_category_partitions(instance, categories)
     print(f"added {len(new)} categories: {', '.join(new) or '-'} ({existing} were there)")
-    return 0
+    for reason in refused.values():
+        print(f"samantics: refused {reason}", file=sys.stderr)
+    return 1 if refused else 0
 
 
 def _show(df, empty: str) -> None:
@@ -137,7 +142,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from samantics_dagster.core.tools import status
 
     dataset = _dataset_dir(args)
-    if not (dataset / "tables").is_dir():
+    if not DatasetLayout(dataset).tables.is_dir():
         raise CliError(f"{dataset} has no tables/ yet: materialise the assets first (`samantics demo` or the Dagster UI)")
     if args.failed:
         _show(status.failed_labels(dataset), "no failed labelling")
@@ -173,9 +178,9 @@ def _last_runs() -> dict[str, tuple[str, str]]:
 
 
 def _spec(path: str | None, required: bool):
-    from samantics_dagster.core.label.queries import SpecError, load_spec
+    from samantics_dagster.core.dataset.spec import SpecError, load_spec
 
-    candidate = Path(path) if path else (Path(os.environ["DATASET_DIR"]) / "coco-spec.json" if os.environ.get("DATASET_DIR") else None)
+    candidate = Path(path) if path else (DatasetLayout(os.environ["DATASET_DIR"]).spec if os.environ.get("DATASET_DIR") else None)
     if candidate is None or not candidate.is_file():
         if required or path:
             raise CliError(f"no spec at {candidate or '(none given)'}: pass --spec coco-spec.json (or set DATASET_DIR)")
@@ -189,7 +194,7 @@ def _spec(path: str | None, required: bool):
 def cmd_stats(args: argparse.Namespace) -> int:
     from samantics_dagster.core.tools import records
 
-    files = [Path(f) for f in args.files] or [_dataset_dir(args) / "labels.jsonl"]
+    files = [Path(f) for f in args.files] or [DatasetLayout(_dataset_dir(args)).labels_jsonl]
     spec = _spec(args.spec, required=False)
     try:
         by_split = {f.stem if len(files) > 1 else "all": records.read_jsonl(f) for f in files}
@@ -238,7 +243,8 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 def cmd_to_coco(args: argparse.Namespace) -> int:
     from samantics_dagster.core.tools import records
-    from samantics_dagster.core.export.coco import validate_coco, write_json_atomic
+    from samantics_dagster.core.dataset.atomic import write_json_atomic
+    from samantics_dagster.core.export.coco import validate_coco
 
     spec = _spec(args.spec, required=True)
     try:
@@ -290,9 +296,13 @@ def cmd_import_legacy(args: argparse.Namespace) -> int:
         # Categories only the old dataset had become partitions, so the UI and the sensor see them.
         from dagster import DagsterInstance
 
+        from samantics_dagster.cli.legacy_events import record_imported_tables
+
         with DagsterInstance.get() as instance:
             new, _ = add_category_partitions(instance, report.categories)
-        print(f"added {len(new)} categories as partitions of {os.environ['DAGSTER_HOME']}")
+            recorded = record_imported_tables(instance, report)  # else Dagster shows them never materialised
+        print(f"added {len(new)} categories as partitions of {os.environ['DAGSTER_HOME']}; recorded "
+              f"{len(recorded)} materialisations of the tables written")
     else:
         print("DAGSTER_HOME is not set: run `samantics add-partitions` against your instance to see these categories in Dagster")
     return 0
@@ -315,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-serve", action="store_true", help="stop after materialising (no UI)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("add-partitions", help="add every category folder of the workdir as a `category` partition")
+    p = sub.add_parser("add-partitions", help="add every category folder of the workdir as a `category` partition "
+                       "(folders the sensor refuses are refused too, each with its reason; then the exit code is 1)")
     p.add_argument("--workdir", help="overrides GRABBY_WORKDIR")
     p.set_defaults(func=cmd_add_partitions)
 
@@ -359,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report what would be imported; write nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_import_legacy)
+
+    from samantics_dagster.cli.export import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 

@@ -1,37 +1,7 @@
 """Build a sample grabby workdir from real photos, and score a deduper against its known truth.
 
-Why this exists: the pipeline's input is a folder of frames that grabby scraped from videos, and nobody
-can ship real scraped video frames with the project. ``samantics demo`` and the tests instead *film*
-fake videos over the photos that scikit-image bundles in its wheel (no download needed): each video is a
-sequence of scenes, each scene a short run of jittered near-duplicate frames, exactly the redundancy the
-deduper exists to remove. Because the builder knows which frame shows which scene, dedupe quality is a
-number (``score_dedupe``) instead of an impression.
-
-The sample is built to be hard in the ways real scrapes are hard:
-
-* near-duplicates are frames of a handheld camera, not byte copies: every frame moves by 2-8 px each
-  way, zooms in by up to 3%, turns by up to 0.5 degrees, changes brightness (+-12) and contrast (+-8%),
-  carries noise (sigma 1-4), is sometimes slightly blurred and has its own JPEG quality (60-95). Enough
-  to flip many bits of a perceptual hash: no view is left out for having an unstable hash, only views
-  that are flat (see ``_MIN_TEXTURE_STD``);
-* distinct scenes can look alike (*hard negatives*): pans and tilts within a video that move the view
-  by 25-35% of its size per scene (overlap up to 75%), other crops of the same photo (overlap up to
-  70%), and the two views of a stereo pair (parallax only);
-* one scene recurs in a video of another category and another source, so only a *global* deduper keeps
-  it once;
-* the folder holds files a careless reader trips on: empty, truncated, PNG or text data named ``.jpg``,
-  names off the ``{video_id}_{timestamp_ms}.jpg`` pattern, a name with a space, a name that is not UTF-8;
-* some good frames are unusual but must decode: a CMYK JPEG, a grayscale JPEG, and a frame whose pixels
-  are stored rotated with an EXIF Orientation tag.
-
-Layout written: ``{workdir}/{source}/{category}/{video_id}_{timestamp_ms}.jpg``. Video ids may contain
-``_`` and ``-``; the name splits on the *last* ``_``. Timestamps start below and run past 10000 ms, so
-lexicographic and numeric order of names differ.
-
-Scene ids name the view they show: ``{photo}@{x},{y}+{w}x{h}`` (the crop box in the photo's pixels), so
-hard negatives are recognisable (same photo, different box) when a score looks wrong.
-
-Pure Python (numpy, Pillow, scikit-image); no Dagster imports.
+Why it exists and what makes it hard (jitter, hard negatives, cross-category repeats, bad files):
+``docs/sample-workdir.md``. Pure Python (numpy, Pillow, scikit-image); no Dagster imports.
 """
 
 from __future__ import annotations
@@ -53,6 +23,7 @@ __all__ = [
     "DedupeScore",
     "build_sample_workdir",
     "score_dedupe",
+    "score_by_class",
     "load_photos",
     "scene_photo",
 ]
@@ -84,7 +55,7 @@ PHOTO_NAMES: tuple[str, ...] = (
 #: The stereo pair becomes two scenes of one video (a hard negative: parallax only).
 STEREO_NAMES: tuple[str, str] = ("motorcycle_left", "motorcycle_right")
 
-_TRUTH_VERSION = 1
+_TRUTH_VERSION = 2  # 2 adds scene_class; version 1 files still read (every scene a photo)
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -105,6 +76,8 @@ class SampleTruth:
     scene_of: dict[str, str]
     bad_files: dict[str, str]
     special: dict[str, str] = field(default_factory=dict)
+    #: scene id -> its class (``photo``, or one of ``lowtex.LOW_TEXTURE_CLASSES``); a scene missing here is a photo
+    scene_class: dict[str, str] = field(default_factory=dict)
 
     def to_json(self, path: Path) -> None:
         """Write the truth as JSON (ASCII-escaped, so surrogate-escaped names survive the round trip).
@@ -118,6 +91,7 @@ class SampleTruth:
             "scene_of": self.scene_of,
             "bad_files": self.bad_files,
             "special": self.special,
+            "scene_class": self.scene_class,
         }
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=True) + "\n", encoding="ascii")
@@ -127,12 +101,13 @@ class SampleTruth:
     def from_json(cls, path: Path) -> "SampleTruth":
         """Read a truth written by :meth:`to_json`."""
         doc = json.loads(Path(path).read_text(encoding="ascii"))
-        if doc.get("version") != _TRUTH_VERSION:
+        if doc.get("version") not in (1, _TRUTH_VERSION):
             raise ValueError(f"{path}: unsupported sample truth version {doc.get('version')!r}")
         return cls(
             scene_of=dict(doc["scene_of"]),
             bad_files=dict(doc["bad_files"]),
             special=dict(doc.get("special", {})),
+            scene_class=dict(doc.get("scene_class", {})),
         )
 
     @property
@@ -202,6 +177,16 @@ def score_dedupe(truth: SampleTruth, accepted: Iterable[str | os.PathLike[str]])
         redundant_frames=redundant,
         redundant_removed=redundant - redundant_kept,
     )
+
+
+def score_by_class(truth: SampleTruth, accepted: Iterable[str | os.PathLike[str]]) -> dict[str, DedupeScore]:
+    """:func:`score_dedupe` per scene class (``photo`` and the low-texture classes): a deduper that keeps
+    every photo but loses skies must show it, not hide it in an average."""
+    accepted = list(accepted)
+    by_class: dict[str, dict[str, str]] = {}
+    for rel, scene in truth.scene_of.items():
+        by_class.setdefault(truth.scene_class.get(scene, "photo"), {})[rel] = scene
+    return {cls: score_dedupe(SampleTruth(scene_of=sub, bad_files={}), accepted) for cls, sub in sorted(by_class.items())}
 
 
 def _as_rel(p: str | os.PathLike[str]) -> str:
@@ -560,6 +545,7 @@ def build_sample_workdir(
     frames_per_scene: int = 5,
     frame_size: tuple[int, int] = (640, 360),
     bad_files: bool = True,
+    low_texture: int = 0,
 ) -> SampleTruth:
     """Write a sample grabby workdir under ``workdir`` and return what it contains.
 
@@ -570,6 +556,11 @@ def build_sample_workdir(
     needs (the defaults need 141 of them, the photos give about 175; see :func:`_plan_views` for what
     counts as distinct). When there are fewer frames than special kinds (a one-frame sample), some are left
     out. The defaults write 720 good frames of 143 scenes.
+
+    ``low_texture`` > 0 adds the low-texture classes (:mod:`samantics_dagster.demo.lowtex`: gradients, skies,
+    fades to black, lit walls, blurred objects, a low-texture pan), about ``low_texture`` scenes per class,
+    filmed in one more video per folder with one cross-category repeat per class; ``scene_class`` of the
+    truth says each scene's class.
     """
     workdir = Path(workdir)
     if not categories or not sources:
@@ -659,6 +650,10 @@ def build_sample_workdir(
                 specials[spot] = note
                 break
 
+    scene_class: dict[str, str] = {}
+    if low_texture > 0:
+        photos = _add_low_texture(videos, photos, frame_size, seed, low_texture, used_ids, scene_class)
+
     # Plan every frame (names, timestamps, jitter) before rendering, from one rng per video, so a frame's
     # bytes depend only on the seed and its place.
     for i, v in enumerate(videos):
@@ -704,7 +699,32 @@ def build_sample_workdir(
     bad: dict[str, str] = {}
     if bad_files:
         bad = _write_bad_files(workdir, videos, photos, frame_size, np.random.default_rng([seed, 0]))
-    return SampleTruth(scene_of=scene_of, bad_files=bad, special=special)
+    return SampleTruth(scene_of=scene_of, bad_files=bad, special=special, scene_class=scene_class)
+
+
+def _add_low_texture(videos: list[_Video], photos: dict[str, Image.Image], frame_size: tuple[int, int], seed: int,
+                     per_class: int, used_ids: set[str], scene_class: dict[str, str]) -> dict[str, Image.Image]:
+    """Append one low-texture video per folder (after the photo videos: the special and bad frames stay
+    where they were); returns the photos with the class canvases added."""
+    from samantics_dagster.demo.lowtex import assign_to_videos, plan_low_texture
+
+    canvases, scenes = plan_low_texture(seed, frame_size, photos, per_class)
+    folders: list[tuple[str, str]] = []
+    for v in videos:
+        if (v.source, v.category) not in folders:
+            folders.append((v.source, v.category))
+    rng = np.random.default_rng([seed, 917])
+    for source, category, members in assign_to_videos(scenes, folders, seed):
+        if not members:
+            continue
+        while (vid := _video_id(source, rng, 2)) in used_ids:
+            pass
+        used_ids.add(vid)
+        views = [_View(m.canvas, m.box) for m in members]
+        videos.append(_Video(source, category, vid, views))
+        for m, view in zip(members, views):
+            scene_class[view.scene_id] = m.cls
+    return {**photos, **canvases}
 
 
 def _stereo_box(photo: Image.Image, frame_size: tuple[int, int]) -> tuple[int, int, int, int]:

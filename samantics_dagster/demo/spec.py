@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from samantics_dagster.core.dataset.layout import DatasetLayout
+
 DEMO_SPEC = {
     "info": {"description": "samantics demo dataset", "version": "1.0"},
     "licenses": [{"id": 1, "name": "scikit-image sample data", "url": "https://scikit-image.org/"}],
@@ -32,9 +34,10 @@ kitchen:
 def write_demo_spec(dataset_dir: Path) -> None:
     """Write coco-spec.json and sam-queries.yaml unless the dataset already has them."""
     dataset_dir.mkdir(parents=True, exist_ok=True)
-    spec = dataset_dir / "coco-spec.json"
+    layout = DatasetLayout(dataset_dir)
+    spec = layout.spec
     if not spec.exists():
         spec.write_text(json.dumps(DEMO_SPEC, indent=2))
-    queries = dataset_dir / "sam-queries.yaml"
+    queries = layout.queries
     if not queries.exists():
         queries.write_text(DEMO_QUERIES)

@@ -7,7 +7,7 @@ one: a ``Sam3Config`` shrunk to 112 px and hidden size 32 (0.26 M parameters, a 
 one CPU thread) and a CLIP tokenizer whose vocabulary is the 256 byte symbols (plus their
 end-of-word forms) with no merges, so it needs no download and every character is one token.
 
-Sizes and constraints were measured (``shared/notes/sam3.md`` §2.2-2.3): the image size must equal the
+Sizes and constraints were measured (``../shared/notes/sam3.md`` beside the repository, §2.2-2.3): the image size must equal the
 processor's resize target (RoPE positions are precomputed from it), every head's hidden size must
 equal ``fpn_hidden_size`` and be divisible by 8 (``GroupNorm(8, H)``), and ``backbone_config`` must be
 a config object, not a dict.

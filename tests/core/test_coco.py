@@ -10,10 +10,11 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from samantics_dagster.core.dataset.atomic import write_json_atomic
 from samantics_dagster.core.export import coco as coco_mod
 from samantics_dagster.core.export.coco import CocoFrame, annotation_id, build_coco, image_id, merge_coco, validate_coco
 from samantics_dagster.demo.spec import DEMO_SPEC
-from samantics_dagster.core.label.queries import load_spec
+from samantics_dagster.core.dataset.spec import load_spec
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def _quiet(fn):
 def test_built_file_loads_in_pycocotools_and_scores_perfectly_against_itself(tmp_path, spec):
     data = build_coco(spec, _frames(tmp_path))
     path = tmp_path / "train.json"
-    coco_mod.write_json_atomic(data, path)
+    write_json_atomic(data, path)
     assert validate_coco(path, tmp_path, spec) == []
     gt = _quiet(lambda: COCO(str(path)))
     dt = _quiet(lambda: gt.loadRes([{k: a[k] for k in ("image_id", "category_id", "segmentation", "score")}

@@ -255,3 +255,80 @@ def test_the_store_never_holds_bytes_other_than_the_ones_hashed(dirs):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     second = _run(workdir, dataset, "a", previous=first.table)
     assert second.copied == 0 and not stored.exists()
+
+
+# ------------------------------------------------------------ low-texture frames (issue 12)
+
+
+def _smooth(c0, c1, noise_seed: int, dx: int = 0) -> Image.Image:
+    """A smooth horizontal colour gradient (a 2x-wide canvas cropped at ``dx``), with sensor noise."""
+    import numpy as np
+
+    t = np.linspace(0, 1, 2 * W, dtype=np.float32)[None, dx:dx + W, None]
+    arr = np.asarray(c0, np.float32) + t * (np.asarray(c1, np.float32) - np.asarray(c0, np.float32))
+    arr = np.broadcast_to(arr, (H, W, 3)) + np.random.default_rng(noise_seed).normal(0, 2, (H, W, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def _blob_views(seed: int) -> list[Image.Image]:
+    """The sample builder's blurred object on flat grey (``demo/lowtex.py``), seen from two places 30-40% of
+    the width apart: ORB finds next to no corners there."""
+    from samantics_dagster.demo.lowtex import plan_low_texture
+
+    canvases, scenes = plan_low_texture(seed, (W, H), photos={})
+    views = [sc for sc in scenes if sc.cls == "blurred_object" and sc.group == "lt-blob-0"]
+    return [canvases[sc.canvas].crop((x, y, x + w, y + h)) for sc in views for x, y, w, h in [sc.box]]
+
+
+def _noisy(img: Image.Image, seed: int, dx: int = 0) -> Image.Image:
+    import numpy as np
+
+    arr = np.roll(np.asarray(img, np.float32), dx, axis=1) + np.random.default_rng(seed).normal(0, 2, (H, W, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def test_unrelated_smooth_frames_are_not_merged_on_the_hash(dirs):
+    """Class 1 of issue 12: a colour gradient and a dark-blue sky share a near-constant dhash; colour tells."""
+    workdir, dataset = dirs
+    _write(workdir, "yt/gym/aaa_1000.jpg", _smooth((200, 60, 50), (230, 200, 70), 1))
+    _write(workdir, "vm/street/bbb_1000.jpg", _smooth((8, 14, 48), (40, 70, 130), 2))
+    _write(workdir, "vm/street/bbb_1400.jpg", _smooth((8, 14, 48), (40, 70, 130), 3))  # its own repeat
+    gym = _run(workdir, dataset, "gym").table
+    street = _status(_run(workdir, dataset, "street").table)
+    assert _status(gym)["aaa_1000.jpg"][0] == "accepted"
+    assert street["bbb_1000.jpg"][0] == "accepted", street
+    assert street["bbb_1400.jpg"] == ("rejected", "dhash")
+
+
+def test_other_crops_of_one_gradient_are_distinct_scenes(dirs):
+    """Class 2: crops of one smooth gradient half a frame apart, in two categories: both kept."""
+    workdir, dataset = dirs
+    _write(workdir, "yt/gym/aaa_1000.jpg", _smooth((50, 80, 190), (230, 140, 60), 1, dx=0))
+    _write(workdir, "vm/street/bbb_1000.jpg", _smooth((50, 80, 190), (230, 140, 60), 2, dx=W // 2))
+    _write(workdir, "vm/street/bbb_1400.jpg", _smooth((50, 80, 190), (230, 140, 60), 3, dx=W // 2 + 4))
+    _run(workdir, dataset, "gym")
+    street = _status(_run(workdir, dataset, "street").table)
+    assert street["bbb_1000.jpg"][0] == "accepted", street
+    assert street["bbb_1400.jpg"][0] == "rejected"
+
+
+def test_a_blurred_object_moved_by_a_third_of_the_frame_is_a_new_view(dirs):
+    """Class 3: ORB finds too few corners; phase correlation measures the 35% shift."""
+    workdir, dataset = dirs
+    here, there = _blob_views(seed=5)  # a seed where the old normalised-thumbnail test called them the same
+    _write(workdir, "yt/gym/aaa_1000.jpg", _noisy(here, 1))
+    _write(workdir, "yt/gym/aaa_1400.jpg", _noisy(here, 2, dx=5))  # jitter: the same view
+    _write(workdir, "vm/gym/bbb_1000.jpg", _noisy(there, 3))       # 30-40% of the width further on
+    status = _status(_run(workdir, dataset, "gym").table)
+    assert status["aaa_1000.jpg"][0] == "accepted"
+    assert status["aaa_1400.jpg"][0] == "rejected", status
+    assert status["bbb_1000.jpg"][0] == "accepted", status
+
+
+def test_signal_knobs_change_the_settings_fingerprint():
+    from samantics_dagster.core.dedupe.matcher import SignalSettings
+
+    base = DedupeSettings()
+    assert DedupeSettings(signals=SignalSettings(min_structure=20)).fingerprint() != base.fingerprint()
+    assert DedupeSettings(signals=SignalSettings(colour_max=20.0)).fingerprint() != base.fingerprint()
+    assert DedupeSettings().fingerprint() == base.fingerprint()

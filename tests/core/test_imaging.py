@@ -79,3 +79,25 @@ def _png_bytes() -> bytes:
 def test_baseline_matches_imagehash():
     data = jpeg_bytes(photo("rocket", (320, 240)))
     assert dhash_full_decode(data) == int(str(imagehash.dhash(Image.open(io.BytesIO(data)))), 16)
+
+
+def test_signature_hash_is_imagehash_dhash_of_the_same_pixels_and_structure_tells_smooth_from_busy():
+    import cv2
+
+    from samantics_dagster.core.dedupe.imaging import frame_signature
+    from samantics_dagster.core.dedupe.signals import hash_and_structure
+
+    busy = jpeg_bytes(photo("astronaut", (640, 360)))
+    grey = cv2.cvtColor(cv2.imdecode(np.frombuffer(busy, np.uint8), cv2.IMREAD_REDUCED_COLOR_8), cv2.COLOR_BGR2GRAY)
+    code, _ = hash_and_structure(grey)
+    assert code == int(str(imagehash.dhash(Image.fromarray(grey))), 16)
+    sig = frame_signature(busy)
+    assert sig.dhash == code and (sig.width, sig.height) == (640, 360)
+    ramp = np.broadcast_to(np.linspace(40, 200, 640, dtype=np.float32)[None, :, None], (360, 640, 3))
+    smooth = frame_signature(jpeg_bytes(Image.fromarray(ramp.astype(np.uint8), "RGB")))
+    flat = frame_signature(jpeg_bytes(Image.new("RGB", (640, 360), (120, 130, 140))))
+    assert sig.structure >= 40  # a photo's bits are decided by clear gradients
+    assert smooth.structure == 0  # a ramp's hash is constant: every ramp of that direction shares it
+    assert flat.structure <= 8
+    assert sig.colour.shape == (9, 16, 3) and sig.grey.shape == (64, 64)
+    assert smooth.texture < 0.7 < sig.texture  # a ramp leaves nothing for phase correlation to lock on to

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from samantics_dagster.core.label.pipeline import (
-    IMPORTED_PREFIX, PASSENGER, LabelSettings, _row, label_partition, make_segmenter, to_table,
+    IMPORTED_PREFIX, PASSENGER, LabelSettings, label_row, label_partition, make_segmenter, to_table,
 )
 from samantics_dagster.core.label.masks import Instance, apply_relation_rules, build_instances, cap_detections, cross_prompt_nms
-from samantics_dagster.core.label.queries import CategorySpec, Query, QuerySet, Spec
+from samantics_dagster.core.label.queries import Query, QuerySet
+from samantics_dagster.core.dataset.spec import CategorySpec, Spec
 from samantics_dagster.core.label.model import _thresholds, encode_prompts, load_sam3, segment_batch
 from samantics_dagster.core.dataset.store import ImageStore
 from samantics_dagster.core.dataset.tables import write_table
@@ -155,6 +156,42 @@ def test_pipelined_labels_equal_the_serial_path(m, dataset, tmp_path, post_worke
     assert result.post_seconds > 0 and 0 <= result.post_wait_seconds <= result.post_seconds + 1.0
 
 
+def test_a_demo_partition_labelled_with_device_rle_equals_the_pycocotools_path(m, tmp_path):
+    """The demo's own frames (640x360 JPEGs), spec and queries: RLE computed by torch (the CUDA default,
+    forced here on the CPU) gives the very rows the pycocotools path gives, RLE strings included."""
+    from samantics_dagster.core.dataset.spec import load_spec
+    from samantics_dagster.core.label.queries import load_queries
+    from samantics_dagster.demo.sample import build_sample_workdir
+    from samantics_dagster.demo.spec import write_demo_spec
+
+    build_sample_workdir(tmp_path / "wd", categories=("street",), sources=("youtube",), videos_per_source=1,
+                         scenes_per_video=2, frames_per_scene=2, bad_files=False)
+    store = ImageStore(tmp_path / "dataset" / "images")
+    store.root.mkdir(parents=True)
+    frames = sorted((tmp_path / "wd").rglob("*.jpg"))
+    for i, f in enumerate(frames):
+        store.path_for(f"{i:016x}").write_bytes(f.read_bytes())
+    accepted = pd.DataFrame({"dhash": [f"{i:016x}" for i in range(len(frames))], "rel_path": [f.name for f in frames]})
+    write_demo_spec(tmp_path / "dataset")
+    spec = load_spec(tmp_path / "dataset" / "coco-spec.json")
+    queries = load_queries(spec, tmp_path / "dataset" / "sam-queries.yaml", derived=["passenger"])
+    tables, results = {}, {}
+    for device_rle in (False, True):
+        settings = LabelSettings(score_thresh=0.5, nms_iou=0.9, image_batch=2, pair_chunk=8, device_rle=device_rle)
+        res = label_partition(accepted, store, make_segmenter(m, queries, spec, settings), "lab",
+                              table_path=tmp_path / f"t-{device_rle}.parquet", image_batch=2, log=lambda s: None)
+        tables[device_rle], results[device_rle] = res.table, res
+    assert (tables[True].status == "done").all() and len(tables[True]) == len(frames) == 4
+    assert tables[True]["n_instances"].sum() >= 10, "the threshold should keep instances on every path"
+    assert tables[True]["instances"].tolist() == tables[False]["instances"].tolist()
+    # The same settings but the RLE device: one labeler, so a switch relabels nothing.
+    assert (LabelSettings(device_rle=True, upsample_budget_mb=1.0).labeler("f", queries)
+            == LabelSettings(device_rle=False).labeler("f", queries))
+    res = results[True]
+    assert set(res.stage_seconds) == {"load", "device", "post"} and all(v > 0 for v in res.stage_seconds.values())
+    assert res.stage_seconds[res.slowest_stage] == max(res.stage_seconds.values())
+
+
 # --- the pipeline's guarantees, with fake segmenters (no model) -----------------------------------
 
 def _fake_instances(images) -> list[list[Instance]]:
@@ -233,10 +270,10 @@ def test_imported_rows_are_kept_unless_relabel_imported(dataset, tmp_path):
     store, accepted = dataset
     path = tmp_path / "t.parquet"
     old_inst = build_instances([np.ones((4, 4), bool)], [(0, 0, 4, 4)], [0.7], [2])
-    imported = [_row(d, "x.jpg", f"{IMPORTED_PREFIX}seed-v1", instances=old_inst, size=(4, 4))
+    imported = [label_row(d, "x.jpg", f"{IMPORTED_PREFIX}seed-v1", instances=old_inst, size=(4, 4))
                 for d in accepted.dhash[:3]]
-    imported_failed = _row(accepted.dhash.iloc[3], "x.jpg", f"{IMPORTED_PREFIX}seed-v1", error="broken")
-    stale = _row(accepted.dhash.iloc[4], "x.jpg", "sam3:old", instances=old_inst, size=(4, 4))
+    imported_failed = label_row(accepted.dhash.iloc[3], "x.jpg", f"{IMPORTED_PREFIX}seed-v1", error="broken")
+    stale = label_row(accepted.dhash.iloc[4], "x.jpg", "sam3:old", instances=old_inst, size=(4, 4))
     write_table(to_table([*imported, imported_failed, stale]), path)
     labelled: list[int] = []
 
@@ -262,3 +299,17 @@ def test_imported_rows_are_kept_unless_relabel_imported(dataset, tmp_path):
     assert (again.table.labeler == "sam3:new").all()
     assert "3 images" in logs[0] and "relabel_imported is set" in logs[0]
     assert "thresholds changed" not in logs[0]
+
+
+def test_after_part_is_called_once_each_part_is_on_disk(dataset, tmp_path):
+    """The kill test's hook: at call n, n parts of this run exist (what it blocks on before the SIGKILL)."""
+    store, accepted = dataset
+    parts = tmp_path / ".parts" / "t"
+    seen: list[tuple[int, int]] = []
+
+    def after_part(n: int) -> None:
+        seen.append((n, len(list(parts.glob("part-*.parquet")))))
+
+    label_partition(accepted, store, lambda images: (lambda: _fake_instances(images)), "lab",
+                    table_path=tmp_path / "t.parquet", image_batch=2, log=lambda s: None, after_part=after_part)
+    assert seen == [(n, n) for n in range(1, -(-len(accepted) // 2) + 1)]

@@ -12,7 +12,6 @@ from samantics_dagster.core.label.masks import (
     Instance,
     RelationRule,
     apply_relation_rules,
-    bbox_xywh,
     box_inside_fraction,
     build_instances,
     cap_detections,
@@ -23,6 +22,7 @@ from samantics_dagster.core.label.masks import (
     mask_iou_matrix,
     rle_area,
 )
+from samantics_dagster.demo.testing import bbox_xywh
 
 H, W = 60, 80
 

@@ -3,14 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from samantics_dagster.core.label.queries import (
-    Query,
-    QuerySet,
-    SpecError,
-    load_queries,
-    load_spec,
-    truncate_queries,
-)
+from samantics_dagster.core.dataset.spec import SpecError, load_spec
+from samantics_dagster.core.label.queries import Query, QuerySet, load_queries, truncate_queries
 
 CATEGORIES = [
     {"id": 1, "name": "person", "supercategory": "person",

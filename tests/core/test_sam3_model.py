@@ -170,7 +170,7 @@ def test_only_kept_queries_are_upsampled(m, images, text, monkeypatch):
 
     import torch.nn.functional as F
 
-    from samantics_dagster.core.label import model as sam3_model
+    from samantics_dagster.core.label import upsample
 
     upsampled = []
 
@@ -178,10 +178,23 @@ def test_only_kept_queries_are_upsampled(m, images, text, monkeypatch):
         upsampled.append(x.shape[1])
         return F.interpolate(x, *a, **kw)
 
-    monkeypatch.setattr(sam3_model, "F", SimpleNamespace(interpolate=spy))  # the model's own calls stay unseen
+    monkeypatch.setattr(upsample, "F", SimpleNamespace(interpolate=spy))  # the model's own calls stay unseen
     kept = sum(len(d) for d in segment_batch(m, images, *text, score_threshold=THRESHOLD, pair_chunk=5))
     assert 0 < kept < len(images) * len(PROMPTS) * m.model.config.detr_decoder_config.num_queries
     assert sum(upsampled) == kept
+
+
+@pytest.mark.slow  # inductor compiles the four sub-networks: ~100 s on the shared 2-core box (measured)
+def test_compiled_model_gives_the_eager_detections(model_dir, images):
+    """``load_sam3(compile=True)`` with padded pair chunks (one static shape) on the CPU: same kept
+    detections as eager (same prompts, same order), scores, boxes and masks within float noise."""
+    eager, compiled = load_sam3(model_dir), load_sam3(model_dir, compile=True)
+    assert compiled.compiled
+    kw = dict(score_threshold=THRESHOLD, pair_chunk=8, pad_chunks=True)
+    a = segment_batch(eager, images, *encode_prompts(eager, PROMPTS), **kw)
+    b = segment_batch(compiled, images, *encode_prompts(compiled, PROMPTS), **kw)
+    assert sum(len(x) for x in a) > 0
+    _same(b, a)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -562,3 +562,45 @@ def test_score_of_the_real_sample(sample: tuple[Path, SampleTruth]) -> None:
     assert perfect.redundant_frames == len(truth.scene_of) - len(truth.scenes)
     everything = score_dedupe(truth, list(truth.scene_of) + list(truth.bad_files))
     assert everything.removed_fraction == 0.0 and everything.scene_recall == 1.0
+
+
+# ------------------------------------------------------------------- low-texture classes (issue 12)
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_low_texture_classes_are_classes_with_repeats_and_dedupe_keeps_them(tmp_path: Path, seed: int) -> None:
+    """Each class is drawn from the seed (tune on classes, not on one sample): every class is present, has
+    a cross-category repeat, its distinct scenes look distinct, and the defaults keep every scene of it."""
+    import shutil
+
+    from samantics_dagster.core.dataset.store import ImageStore
+    from samantics_dagster.core.dedupe.engine import DedupeSettings, dedupe_partition
+    from samantics_dagster.core.workdir.catalog import frames_to_table, list_categories, scan_category
+    from samantics_dagster.demo.lowtex import LOW_TEXTURE_CLASSES
+    from samantics_dagster.demo.sample import score_by_class
+
+    workdir = tmp_path / "grabby"
+    truth = build_sample_workdir(workdir, seed=seed, bad_files=False, low_texture=4, **SMALL)
+    assert set(truth.scene_class.values()) == set(LOW_TEXTURE_CLASSES)
+    cats_of: dict[str, set[str]] = defaultdict(set)
+    for rel, scene in truth.scene_of.items():
+        cats_of[scene].add(parse(rel)[1])
+    for cls in LOW_TEXTURE_CLASSES:
+        assert any(len(cats_of[s]) >= 2 for s, c in truth.scene_class.items() if c == cls), f"{cls}: no repeat"
+    scenes = truth.frames_by_scene()
+    low = [s for s in scenes if s in truth.scene_class]
+    firsts = {s: grey(workdir / scenes[s][0]) for s in low}
+    means = {s: np.asarray(Image.open(workdir / scenes[s][0]).convert("RGB"), np.float32).mean(axis=(0, 1)) for s in low}
+    for a, b in itertools.combinations(low, 2):  # distinct to a person: another layout or other colours
+        if scene_photo(a) == scene_photo(b):
+            assert likeness(windows(firsts[a]), firsts[b]) < 0.98 or np.abs(means[a] - means[b]).max() >= 20, (a, b)
+    store = ImageStore(tmp_path / "dataset")
+    accepted: list[str] = []
+    for category in list_categories(workdir):
+        table = dedupe_partition(frames_to_table(scan_category(workdir, category)), workdir, store, DedupeSettings()).table
+        accepted += table.loc[table.status == "accepted", "rel_path"].tolist()
+    per_class = score_by_class(truth, accepted)
+    for cls in LOW_TEXTURE_CLASSES:
+        assert per_class[cls].scene_recall == 1.0, (cls, per_class[cls])
+    assert score_dedupe(truth, accepted).removed_fraction >= 0.85, per_class
+    shutil.rmtree(workdir)

@@ -36,9 +36,9 @@ from samantics_dagster.core.curate.split import (
     assign_splits,
     leaked_groups,
     parse_ratios,
-    previous_splits,
     split_shares,
 )
+from samantics_dagster.demo.testing import previous_splits
 
 TOLERANCE = 0.05  # share of frames; see the module docstring
 RATIOS = {"train": 85.0, "val": 15.0}

@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from samantics_dagster.core.workdir.scan import (
-    MAX_KEY_BYTES,
-    WorkdirError,
-    decode_cursor,
-    encode_cursor,
-    partition_key_problem,
-    scan_workdir,
-)
+from samantics_dagster.core.workdir.catalog import MAX_KEY_BYTES, list_category_folders, partition_key_problem
+from samantics_dagster.core.workdir.scan import WorkdirError, decode_cursor, encode_cursor, scan_workdir
 
 PAST = time.time() - 3600  # long quiet: well outside the quiet period and the racy window
 
@@ -237,6 +231,8 @@ def test_hidden_odd_and_invalid_names_are_skipped_with_reasons(tmp_path, guard_w
     json.dumps(result.cursor)
     # reported when the source folder is listed, not on every tick
     assert scan_workdir(wd, result.cursor).skipped == {}
+    # the catalog's listing (add-partitions, the demo) is the same rule: same names, same refusals
+    assert list_category_folders(wd) == (result.categories, dict(sorted(skipped.items())))
 
 
 def test_dagster_refused_substrings_are_refused():
@@ -261,7 +257,7 @@ def test_chunked_scan_reports_every_category_exactly_once(tmp_path, guard_workdi
         while True:
             result = scan_workdir(wd, decode_cursor(encode_cursor(cursor)), time_budget_s=0.0)
             ticks += 1
-            assert not result.complete and result.resume_from  # one category per tick with no budget
+            assert not result.complete and result.cursor["at"]  # one category per tick with no budget
             seen += list(result.changed)
             assert set(result.categories) == set(seen)  # scanned so far: already reported
             cursor = result.cursor
@@ -269,7 +265,7 @@ def test_chunked_scan_reports_every_category_exactly_once(tmp_path, guard_workdi
                 break
         final = scan_workdir(wd, cursor)  # a normal budget completes: nothing left to report
     assert sorted(seen) == names and len(seen) == len(set(seen)) and ticks == len(names)
-    assert final.complete and final.changed == {} and final.categories == names and final.resume_from is None
+    assert final.complete and final.changed == {} and final.categories == names and final.cursor.get("at") is None
     assert scan_workdir(wd, final.cursor).folders_listed == 0
 
 

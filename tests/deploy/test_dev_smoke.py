@@ -1,4 +1,4 @@
-"""The README's demo path, as far as the UI: `samantics demo` materialises the sample, then `dagster dev`
+"""The README's demo path, as far as the UI: `samantics demo` materialises the sample, then `dg dev`
 serves the webserver on the port asked for, and its GraphQL endpoint answers with the demo's runs."""
 
 from __future__ import annotations
@@ -53,12 +53,15 @@ def test_samantics_demo_serves_dagster_dev_and_graphql_answers(tmp_path, sample,
             entries = gql(LOCATIONS, timeout=10)["workspaceOrError"]["locationEntries"]
             return any((e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
                        and e["name"] == LOCATION for e in entries)
-        wait_for("`samantics demo` to serve dagster dev's GraphQL", serving, 420, interval=2)
-        print(f"\nsamantics demo -> dagster dev serving GraphQL after {time.monotonic() - t0:.0f}s")
+        wait_for("`samantics demo` to serve dg dev's GraphQL", serving, 420, interval=2)
+        print(f"\nsamantics demo -> dg dev serving GraphQL after {time.monotonic() - t0:.0f}s")
         runs = gql(RUNS)["runsOrError"]["results"]
         jobs = {r["jobName"] for r in runs if r["status"] == "SUCCESS"}
         assert {"category_pipeline", "coco_export"} <= jobs, runs
-        assert f"http://127.0.0.1:{port}" in log.read_text()
+        text = log.read_text()
+        assert f"http://127.0.0.1:{port}" in text
+        assert "SupersessionWarning" not in text and "dg dev" not in text  # served by `dg dev`, no advice to use it
+        assert (root / "workspace.yaml").is_file() and (root / "dagster_home" / "dagster.yaml").is_file()
     finally:
         try:
             os.killpg(demo.pid, signal.SIGTERM)

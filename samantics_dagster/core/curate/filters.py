@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from samantics_dagster.core.export.coco import CocoFrame, usable
-from samantics_dagster.core.label.queries import Spec, SpecError
+from samantics_dagster.core.dataset.spec import Spec, SpecError
+from samantics_dagster.core.dataset.schema import CURATED_COCO, CurateReason, CurateStatus, DedupeStatus, LabelStatus
 from samantics_dagster.core.curate.split import DEFAULT_RATIOS, assign_splits
 
-CURATE_COLUMNS = ["dhash", "rel_path", "video_id", "status", "reason", "split", "n_annotations"]
-INCLUDED, EXCLUDED = "included", "excluded"
+CURATE_COLUMNS = CURATED_COCO.names
+INCLUDED, EXCLUDED = CurateStatus.INCLUDED, CurateStatus.EXCLUDED
 PERSON_SUPERCATEGORY = "person"
 
 
@@ -64,24 +65,24 @@ def filter_instances(instances: Sequence[dict], width: int, height: int, spec: S
     """The instances a frame keeps and, if none or only people remain, why the frame goes."""
     dropped: Counter = Counter()
     if not instances:
-        return [], "no_detections", dropped
+        return [], CurateReason.NO_DETECTIONS, dropped
     kept = [i for i in instances if float(i["score"]) >= settings.min_score]
-    dropped["below_min_score"] += len(instances) - len(kept)
+    dropped[CurateReason.BELOW_MIN_SCORE] += len(instances) - len(kept)
     if not kept:
-        return [], "below_min_score", dropped
+        return [], CurateReason.BELOW_MIN_SCORE, dropped
     before = len(kept)
     kept = [i for i in kept if chosen is None or int(i["category_id"]) in chosen]
-    dropped["not_chosen"] += before - len(kept)
+    dropped[CurateReason.NOT_CHOSEN] += before - len(kept)
     if not kept:
-        return [], "not_chosen", dropped
+        return [], CurateReason.NOT_CHOSEN, dropped
     before = len(kept)
     kept = [i for i in kept if usable(i, width, height)]
-    dropped["unusable"] += before - len(kept)  # empty mask or a sub-pixel box: trainers drop these anyway
+    dropped[CurateReason.UNUSABLE] += before - len(kept)  # empty mask or a sub-pixel box: trainers drop these anyway
     if not kept:
-        return [], "unusable", dropped
+        return [], CurateReason.UNUSABLE, dropped
     people = {c.id for c in spec.categories if c.supercategory == PERSON_SUPERCATEGORY}
     if not settings.keep_only_person and all(int(i["category_id"]) in people for i in kept):
-        return [], "person_only", dropped
+        return [], CurateReason.PERSON_ONLY, dropped
     return kept, None, dropped
 
 
@@ -97,12 +98,17 @@ def video_group(video_id: object, dhash: str) -> str:
 
 
 def curate_partition(labels: pd.DataFrame, deduped: pd.DataFrame, spec: Spec, settings: CurateSettings,
-                     previous_groups: Mapping[str, str] | None = None, category: str | None = None) -> Curated:
+                     previous_groups: Mapping[str, str] | None = None, category: str | None = None,
+                     reviewed: pd.DataFrame | None = None) -> Curated:
     """Curate one category: ``labels`` is its sam3_labels table, ``deduped`` its deduped_images table,
-    ``previous_groups`` the split of every video already split anywhere in the dataset."""
+    ``previous_groups`` the split of every video already split anywhere in the dataset, ``reviewed`` its
+    reviewed_labels table: a person's row replaces SAM3's for that frame."""
     chosen = settings.chosen_ids(spec)
-    accepted = deduped[deduped["status"] == "accepted"].drop_duplicates("dhash")
+    accepted = deduped[deduped["status"] == DedupeStatus.ACCEPTED].drop_duplicates("dhash")
     by_dhash = {r["dhash"]: r for r in labels.to_dict("records")} if len(labels) else {}
+    if reviewed is not None and len(reviewed):
+        by_dhash.update({r["dhash"]: {**r, "status": LabelStatus.DONE}
+                         for r in reviewed[reviewed["status"] == "reviewed"].to_dict("records")})
     rows: list[dict] = []
     kept: dict[str, list[dict]] = {}
     meta: dict[str, dict] = {}
@@ -114,9 +120,9 @@ def curate_partition(labels: pd.DataFrame, deduped: pd.DataFrame, spec: Spec, se
                "reason": None, "split": None, "n_annotations": 0}
         label = by_dhash.get(dhash)
         if label is None:
-            row["reason"] = "not_labelled"
-        elif label["status"] != "done":
-            row["reason"] = "label_failed"
+            row["reason"] = CurateReason.NOT_LABELLED
+        elif label["status"] != LabelStatus.DONE:
+            row["reason"] = CurateReason.LABEL_FAILED
         else:
             w, h = int(label["width"]), int(label["height"])
             instances, reason, lost = filter_instances(json.loads(label["instances"]), w, h, spec, settings, chosen)
@@ -151,11 +157,7 @@ def curate_partition(labels: pd.DataFrame, deduped: pd.DataFrame, spec: Spec, se
 
 
 def to_table(rows: Sequence[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(list(rows), columns=CURATE_COLUMNS)
-    for col in ("dhash", "rel_path", "video_id", "status", "reason", "split"):
-        df[col] = df[col].astype("string")
-    df["n_annotations"] = pd.array(df["n_annotations"], dtype="Int64")
-    return df.sort_values("dhash", ignore_index=True)
+    return CURATED_COCO.frame(rows)
 
 
 def split_of_groups(tables: Mapping[str, pd.DataFrame], skip: str | None = None) -> dict[str, str]:

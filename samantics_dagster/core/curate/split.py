@@ -1,51 +1,7 @@
 """Train/val(/test) split of frames, grouped by video, stratified by a label, sized in frames, sticky.
 
-Used by the ``curated_coco`` asset and by ``samantics split``. The contract (issue 5):
-
-* sizes are shares of **frames**, not of videos (``parse_ratios`` takes percentages, default 85/15);
-* grouped: no video has frames in two splits. A frame with no video (``None``, NaN, empty) is a group of
-  its own;
-* stratified by one label per frame where the groups allow (the caller passes e.g. the frame's rarest
-  category, or ``"none"``);
-* deterministic: same inputs and seed give the same split, whatever the order of the rows;
-* sticky: videos named in ``previous`` keep their split; only new videos are assigned, and they are
-  sized so that the *overall* shares (old + new frames) come as close to the targets as they can.
-
-How (``assign_splits``)
------------------------
-1. The new groups (videos not in ``previous``) are cut into ``K = min(MAX_FOLDS, n_groups)`` folds by
-   scikit-learn's ``StratifiedGroupKFold(K, shuffle=True, random_state=seed)``: whole groups per fold,
-   each label spread over the folds as evenly as the groups allow, so folds are also roughly equal in
-   frames. ``GroupShuffleSplit`` is not used: its ``test_size`` counts groups, so with videos of unequal
-   length its frame share misses the target by several points (numbers in the tests).
-2. Whole folds are then given to the splits. For each split other than the remainder split (``train``),
-   smallest target first, every subset of the still unassigned folds is scored (``2**K`` subsets,
-   K <= 20: a vectorised subset-sum) and kept only if it passes, in turn:
-
-   a. frames: within ``FRAME_SLACK`` (one point of all frames) of the best frame count whole folds reach;
-   b. coverage: leaves the fewest labels missing from this split or from what stays for the others (so a
-      label in >= 2 videos reaches both sides, which the folds alone do not ensure when a label has
-      fewer groups than there are folds);
-   c. label shares: root mean square, over labels, of (share of the label's frames in this split - the
-      split's share) within ``LABEL_SLACK`` (two points) of the best subset left.
-
-   A generator seeded with ``seed`` picks one of the subsets left. The remainder split gets the folds
-   left over. The seed has to act here too: ``StratifiedGroupKFold``'s shuffle only reorders groups
-   whose label counts are equally spread, and it places groups largest spread first, so for videos of
-   distinct lengths its folds hardly change with the seed (measured on 5 datasets of 40 videos: with
-   the pick in step 2 made without the seed, 10 seeds gave one and the same val set on 4 of them).
-
-   So a split's frame share is off by at most the best error whole folds reach plus one point; with
-   >= 20 videos of similar-ish length that is a fraction of a point on average.
-
-Tiny inputs: one group in all (old and new) goes to the remainder split; ``K = n_groups`` when there are
-fewer than ``MAX_FOLDS`` groups (each fold is then about one video, and the subset search is an exact
-search over videos); a label with fewer frames than folds makes ``StratifiedGroupKFold`` warn, which is
-silenced on purpose (that label is still spread as far as it goes, and step 2 looks after its coverage);
-when every label has fewer frames than folds (where scikit-learn raises) the folds are built on one
-constant label, i.e. balanced on frames only, and step 2 still uses the real labels.
-
-Pure numpy + scikit-learn; no Dagster imports.
+Used by the ``curated_coco`` asset and by ``samantics split``; the contract and the algorithm are in
+``docs/splits.md``. Pure numpy + scikit-learn; no Dagster imports.
 """
 
 from __future__ import annotations
@@ -145,7 +101,7 @@ def assign_splits(
     stratification label (missing: ``"none"``). ``ratios`` maps split name to its share (any positive
     scale: percentages or fractions); the remainder split is ``train`` if present, else the largest.
     ``previous`` maps a group - or, for a frame with no video, its key - to the split an earlier run
-    gave it; those keep it (use ``previous_splits`` to build it from an earlier assignment). A split
+    gave it; those keep it (``curated_coco`` builds it from the curated tables). A split
     named in ``previous`` must be in ``ratios`` (a 0 share is fine: it keeps its old videos, gets no
     new ones).
     """
@@ -372,26 +328,3 @@ def leaked_groups(
             continue
         splits[str(group)].add(assignment[key])
     return sorted(group for group, names in splits.items() if len(names) > 1)
-
-
-def previous_splits(
-    keys: Sequence[str], groups: Sequence[str | None], assignment: Mapping[str, str]
-) -> dict[str, str]:
-    """The ``previous`` argument for the next run, from an earlier run's frames and assignment.
-
-    Maps each video to its split, and each frame with no video by its key. Keys not in ``assignment``
-    are skipped. Raises ``ValueError`` if a video is in two splits.
-    """
-    result: dict[str, str] = {}
-    for key, group in zip(keys, groups):
-        key = str(key)
-        if key not in assignment:
-            continue
-        name = key if is_missing_group(group) else str(group)
-        split = assignment[key]
-        if result.setdefault(name, split) != split:
-            raise ValueError(
-                f"video {name!r} is in splits {result[name]!r} and {split!r}; fix the earlier split (see"
-                " leaked_groups) before re-using it"
-            )
-    return result

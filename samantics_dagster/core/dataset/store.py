@@ -16,23 +16,27 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from samantics_dagster.core.dataset.atomic import umask_mode
+from samantics_dagster.core.dataset.layout import DatasetLayout
+
 _NAME = re.compile(r"^[0-9a-f]{16}\.jpg$")
 
 
 def dataset_lock(dataset_dir: Path, name: str) -> FileLock:
     """A lock file ``{DATASET_DIR}/.locks/{name}.lock`` shared by every process that writes ``name``."""
-    folder = Path(dataset_dir) / ".locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(folder / f"{name}.lock"))
+    path = DatasetLayout(dataset_dir).lock(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path))
 
 
 class ImageStore:
     def __init__(self, dataset_dir: Path) -> None:
         self.dataset_dir = Path(dataset_dir)
-        self.root = self.dataset_dir / "images"
+        self.layout = DatasetLayout(dataset_dir)
+        self.root = self.layout.images
 
     def path_for(self, dhash_hex: str) -> Path:
-        return self.root / f"{dhash_hex}.jpg"
+        return self.layout.image(dhash_hex)
 
     def has(self, dhash_hex: str) -> bool:
         return self.path_for(dhash_hex).is_file()
@@ -45,6 +49,7 @@ class ImageStore:
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".jpg")
         try:
+            os.fchmod(fd, umask_mode())  # mkstemp's 0600 would hide the store from other uids
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             try:
@@ -56,7 +61,7 @@ class ImageStore:
         return True
 
     def _claims_path(self, category: str) -> Path:
-        return self.dataset_dir / ".index" / "claims" / f"{category}.tsv"
+        return self.layout.claims(category)
 
     def claim(self, category: str, dhash_hex: str, rel_path: str) -> None:
         """Journal that a frame of ``category`` owns ``dhash_hex``, *before* the file is copied.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from samantics_dagster.core.dataset.schema import DedupeStatus
 from samantics_dagster.core.dedupe.hamming import hamming, hex_to_codes, pairs_within
 
 
@@ -15,7 +16,7 @@ def near_duplicate_violations(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     ) if tables else pd.DataFrame()
     if accepted.empty:
         return pd.DataFrame(columns=["a", "b", "distance"])
-    accepted = accepted[accepted["status"] == "accepted"].reset_index(drop=True)
+    accepted = accepted[accepted["status"] == DedupeStatus.ACCEPTED].reset_index(drop=True)
     codes = hex_to_codes(accepted["dhash"].tolist())
     thresholds = accepted["dhash_threshold"].fillna(0).to_numpy(dtype=np.int64)
     if len(codes) < 2:

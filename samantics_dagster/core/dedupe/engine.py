@@ -8,7 +8,7 @@ only, never rejected ones, so near-duplicate chains (A~B~C) can't merge distinct
 Resumable: a frame whose (bytes, mtime_ns) and the settings fingerprint match the previous table keeps
 its row and is not read again; a changed setting redoes the partition.
 
-Rows brought in by ``core/legacy.py`` (``settings`` starting with ``imported:``) carry no stat fingerprint
+Rows brought in by ``core/tools/legacy.py`` (``settings`` starting with ``imported:``) carry no stat fingerprint
 of the workdir file: a frame still in the workdir adopts its imported row when the file has the same size
 and content digest as the imported copy (read, never decoded); otherwise it is decided again.
 """
@@ -20,30 +20,28 @@ import hashlib
 import json
 import os
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from samantics_dagster.core.dedupe.hamming import HammingIndex, pairs_within
-from samantics_dagster.core.dedupe.imaging import FrameDecodeError, frame_dhash, grey_for_matching
-from samantics_dagster.core.dedupe.orb import OrbFeatures, OrbSettings, compare, orb_features
+from samantics_dagster.core.dedupe.imaging import FrameDecodeError, frame_signature
+from samantics_dagster.core.dedupe.matcher import Candidate, Matcher, SignalSettings
+from samantics_dagster.core.dedupe.orb import OrbSettings
+from samantics_dagster.core.dedupe.signals import Signature
+from samantics_dagster.core.dataset.schema import DEDUPED_IMAGES, IMPORTED_PREFIX, DedupeReason, DedupeStatus
 from samantics_dagster.core.dataset.store import ImageStore
 
-DEDUPE_COLUMNS = [
-    "rel_path", "source", "video_id", "timestamp_ms", "bytes", "mtime_ns", "content_hash",
-    "status", "reason", "dup_of", "detail", "dhash", "width", "height", "dhash_threshold", "settings",
-]
-ACCEPTED, REJECTED = "accepted", "rejected"
-IMPORTED_SETTINGS = "imported:"  # prefix of the ``settings`` of rows written by the legacy import
+DEDUPE_COLUMNS = DEDUPED_IMAGES.names
+ACCEPTED, REJECTED = DedupeStatus.ACCEPTED, DedupeStatus.REJECTED
+IMPORTED_SETTINGS = IMPORTED_PREFIX  # prefix of the ``settings`` of rows written by the legacy import
 
 ProgressFn = Callable[[int, int], None]
-_MAX_VERIFY = 3  # dhash candidates confirmed by ORB per frame, nearest first
 
 
 @dataclass(frozen=True)
@@ -52,13 +50,16 @@ class DedupeSettings:
     Between it and ``dhash_verify_threshold`` a hash match is only a candidate, confirmed by the ORB +
     geometry test against the matched frame: low-texture views (a sky gradient, a lit wall) hash
     to nearly all-zero codes that collide across different photos, and one threshold can't both keep
-    them apart and catch a jittered repeat from another video (measured: README, benchmarks)."""
+    them apart and catch a jittered repeat from another video (measured: README, benchmarks).
+    ``signals``: when a hash match may be final at all (its structure), and the colour and shift tests
+    that decide for frames whose hash and corners carry too little (``matcher.py``)."""
 
     dhash_threshold: int = 4
     dhash_verify_threshold: int = 10
     use_orb: bool = True
     orb_window: int = 5
     orb: OrbSettings = field(default_factory=OrbSettings)
+    signals: SignalSettings = field(default_factory=SignalSettings)
 
     def fingerprint(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True).encode()
@@ -72,6 +73,7 @@ class _Frame:
     path: Path | None
     digest: str | None = None
     dhash: int | None = None
+    sig: Signature | None = None
     error: str | None = None
 
 
@@ -88,7 +90,7 @@ def _hex(code: int) -> str:
     return f"{code:016x}"
 
 
-def _digest(data: bytes) -> str:
+def content_digest(data: bytes) -> str:
     """Content digest for exact-duplicate detection and for checking a file didn't change mid-run."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
@@ -102,80 +104,28 @@ def _read_and_hash(frame: _Frame) -> _Frame:
         else:
             frame.error = f"cannot read frame ({exc.strerror}); fix the file's permissions and re-run"
         return frame
-    frame.digest = _digest(data)
+    frame.digest = content_digest(data)
     try:
-        h = frame_dhash(data)
+        h = frame_signature(data)
     except FrameDecodeError as exc:
         frame.error = str(exc)
         return frame
-    frame.dhash = h.dhash
+    frame.dhash, frame.sig = h.dhash, h
     frame.row.update(dhash=_hex(h.dhash), width=h.width, height=h.height)
     return frame
-
-
-class _OrbMatcher:
-    """ORB features of frames (computed once, LRU-bounded) and each video's window of accepted frames."""
-
-    def __init__(self, settings: DedupeSettings, cache_size: int = 2048) -> None:
-        self.settings = settings
-        self.windows: dict[tuple, deque] = defaultdict(lambda: deque(maxlen=settings.orb_window))
-        self.detector = cv2.ORB_create(nfeatures=settings.orb.n_features)
-        self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-        self.cache: OrderedDict[Path, OrbFeatures | None] = OrderedDict()
-        self.cache_size = cache_size
-
-    def compute(self, path: Path) -> OrbFeatures:
-        """Features of a frame; raises on a bad file (the caller records it)."""
-        feats = orb_features(grey_for_matching(path.read_bytes(), self.settings.orb.max_side), self.settings.orb,
-                             self.detector)
-        self._remember(path, feats)
-        return feats
-
-    def _remember(self, path: Path, feats: OrbFeatures | None) -> None:
-        self.cache[path] = feats
-        self.cache.move_to_end(path)
-        if len(self.cache) > self.cache_size:
-            self.cache.popitem(last=False)
-
-    def _cached(self, path: Path) -> OrbFeatures | None:
-        if path in self.cache:
-            self.cache.move_to_end(path)
-            return self.cache[path]
-        try:
-            return self.compute(path)
-        except (OSError, FrameDecodeError):
-            self._remember(path, None)
-            return None
-
-    def first_duplicate(self, feats: OrbFeatures, candidates: Iterable[tuple[object, Path]]) -> tuple[object, str] | None:
-        """The first (label, path) candidate that ``feats`` duplicates, with the verdict's figures."""
-        for label, path in candidates:
-            other = self._cached(path)
-            if other is not None:
-                verdict = compare(other, feats, self.settings.orb, self.matcher)
-                if verdict.duplicate:
-                    return label, verdict.why
-        return None
-
-    def push(self, video: tuple, rel_path: str, path: Path) -> None:
-        self.windows[video].append((rel_path, path))
-
-    def match_window(self, video: tuple, feats: OrbFeatures) -> tuple[object, str] | None:
-        """The most recent accepted frame of the same video that this one duplicates."""
-        return self.first_duplicate(feats, reversed(self.windows[video]))
 
 
 _READ_FAILURES = ("cannot read frame", "frame vanished")
 _CHANGED = "cannot read frame: it changed while being deduped (grabby still writing?); it is read again next run"
 
 
-def _same_bytes(path: Path, digest: str | None) -> bytes | None:
+def read_if_unchanged(path: Path, digest: str | None) -> bytes | None:
     """The file's bytes if they are still the ones that were hashed: the store must hold exactly those."""
     try:
         data = path.read_bytes()
     except OSError:
         return None
-    if digest is not None and _digest(data) != digest:
+    if digest is not None and content_digest(data) != digest:
         return None
     return data
 
@@ -184,7 +134,7 @@ def _read_failure(row: dict) -> bool:
     """A failure to *read* (permissions, a file being moved) can be fixed without changing the file's
     size or mtime, so it is tried again; content errors are not: same bytes, same error."""
     detail = row.get("detail")
-    return row.get("reason") == "decode_error" and isinstance(detail, str) and detail.startswith(_READ_FAILURES)
+    return row.get("reason") == DedupeReason.DECODE_ERROR and isinstance(detail, str) and detail.startswith(_READ_FAILURES)
 
 
 def _order_key(row: dict) -> tuple:
@@ -210,7 +160,7 @@ def _is_imported_copy(row: dict, path: Path) -> bool:
     digest = row.get("content_hash")
     if not isinstance(digest, str) or row.get("bytes") != path.stat().st_size:
         return False
-    data = _same_bytes(path, digest)
+    data = read_if_unchanged(path, digest)
     return data is not None
 
 
@@ -275,7 +225,7 @@ def dedupe_partition(
             reused += 1
             continue
         if isinstance(rec["parse_error"], str):
-            base.update(status=REJECTED, reason="unparsed", detail=rec["parse_error"])
+            base.update(status=REJECTED, reason=DedupeReason.UNPARSED, detail=rec["parse_error"])
             kept.append(base)
             continue
         todo.append(_Frame(base, Path(workdir) / rec["rel_path"]))
@@ -311,12 +261,15 @@ def dedupe_partition(
     near_store = {id(f): (store_hashes[p], int(d)) for f, p, d in zip(hashed, store_pos, store_dist) if p >= 0}
     position = {id(f): i for i, f in enumerate(hashed)}
     neighbours: dict[int, list[int]] = defaultdict(list)
-    for i, j in pairs_within(codes, verify_radius):
+    pairs = np.asarray(pairs_within(codes, verify_radius)).reshape(-1, 2)
+    for i, j in pairs:
         neighbours[int(i)].append(int(j))
         neighbours[int(j)].append(int(i))
+    prefetch = _needs_orb(hashed, codes, pairs, near_store, settings)
 
     # Phase 3 (sequential, in video/timestamp order): decide, and store what is accepted.
-    orb = _OrbMatcher(settings)
+    matcher = Matcher(settings.orb, settings.signals, settings.orb_window, workers=workers or os.cpu_count() or 1)
+    ahead = 0
     kept_accepted = sorted((r for r in kept if r["status"] == ACCEPTED), key=_order_key)
     seen_digest: dict[str, str] = {r["content_hash"]: r["rel_path"] for r in kept if isinstance(r.get("content_hash"), str)}
     accepted_new: dict[int, bool] = {}
@@ -327,63 +280,60 @@ def dedupe_partition(
             progress(total + n, 2 * total)
         row = frame.row
         video = (row["source"], row["video_id"])
+        ahead = max(ahead, n)
+        while ahead < min(len(todo), n + _PREFETCH):  # ORB features of frames that will surely need them
+            if id(todo[ahead]) in prefetch:
+                matcher.prefetch(todo[ahead].path)
+            ahead += 1
         while ki < len(kept_accepted) and _order_key(kept_accepted[ki]) < _order_key(row):
             k = kept_accepted[ki]
-            orb.push((k["source"], k["video_id"]), k["rel_path"], store.path_for(k["dhash"]))
+            matcher.push((k["source"], k["video_id"]), Candidate(None, k["rel_path"], store.path_for(k["dhash"])))
             ki += 1
         row["content_hash"] = frame.digest
         if frame.error is not None:
-            row.update(status=REJECTED, reason="decode_error", detail=frame.error)
+            row.update(status=REJECTED, reason=DedupeReason.DECODE_ERROR, detail=frame.error)
             continue
         if frame.digest in seen_digest:
-            row.update(status=REJECTED, reason="exact", dup_of=seen_digest[frame.digest], detail="identical bytes")
+            row.update(status=REJECTED, reason=DedupeReason.EXACT, dup_of=seen_digest[frame.digest], detail="identical bytes")
             continue
         seen_digest[frame.digest] = row["rel_path"]
         me = position[id(frame)]
         close = sorted((int(np.bitwise_count(np.uint64(frame.dhash) ^ np.uint64(hashed[j].dhash))), j)
                        for j in neighbours.get(me, ()) if accepted_new.get(j))
-        candidates = [(d, hashed[j].row["dhash"], hashed[j].path) for d, j in close]
+        candidates = [Candidate(d, hashed[j].row["dhash"], hashed[j].path, hashed[j].sig) for d, j in close]
         if id(frame) in near_store:
             h, d = near_store[id(frame)]
-            candidates.append((d, h, store.path_for(h)))
-        candidates.sort(key=lambda c: c[0])
-        if candidates and candidates[0][0] <= settings.dhash_threshold:
-            d, h, _ = candidates[0]
-            row.update(status=REJECTED, reason="dhash", dup_of=h, detail=f"hamming {d}")
+            candidates.append(Candidate(d, h, store.path_for(h)))
+        candidates.sort(key=lambda c: c.distance)
+        try:
+            verdict = matcher.decide(frame.path, frame.sig, candidates, video,
+                                     hash_final=settings.dhash_threshold, use_orb=settings.use_orb)
+        except (OSError, FrameDecodeError) as exc:
+            row.update(status=REJECTED, reason=DedupeReason.DECODE_ERROR, detail=str(exc))
             continue
-        if settings.use_orb:
-            try:
-                feats = orb.compute(frame.path)
-            except (OSError, FrameDecodeError) as exc:
-                row.update(status=REJECTED, reason="decode_error", detail=str(exc))
-                continue
-            confirmed = orb.first_duplicate(feats, [((d, h), path) for d, h, path in candidates[:_MAX_VERIFY]])
-            if confirmed is not None:
-                (d, h), why = confirmed
-                row.update(status=REJECTED, reason="dhash", dup_of=h, detail=f"hamming {d}, confirmed: {why}")
-                continue
-            hit = orb.match_window(video, feats)
-            if hit is not None:
-                row.update(status=REJECTED, reason="orb", dup_of=hit[0], detail=hit[1])
-                continue
+        if verdict is not None:
+            reason, dup_of, detail = verdict
+            row.update(status=REJECTED, reason=reason, dup_of=dup_of, detail=detail)
+            continue
         if not dry_run:
-            data = _same_bytes(frame.path, frame.digest)
+            data = read_if_unchanged(frame.path, frame.digest)
             if data is None:
-                row.update(status=REJECTED, reason="decode_error", detail=_CHANGED)
+                row.update(status=REJECTED, reason=DedupeReason.DECODE_ERROR, detail=_CHANGED)
                 continue
             if category is not None:
                 store.claim(category, row["dhash"], row["rel_path"])
             copied += store.put_bytes(data, row["dhash"])
         row.update(status=ACCEPTED, reason=None)
         accepted_new[me] = True
-        orb.push(video, row["rel_path"], frame.path)
+        matcher.push(video, Candidate(None, row["rel_path"], frame.path, frame.sig))
 
+    matcher.close()
     if progress and total:
         progress(2 * total, 2 * total)
     if not dry_run:
         for rec in kept:  # self-heal: an accepted frame whose stored copy went missing is copied again
             if rec["status"] == ACCEPTED and not store.has(rec["dhash"]):
-                data = _same_bytes(Path(workdir) / rec["rel_path"], rec.get("content_hash"))
+                data = read_if_unchanged(Path(workdir) / rec["rel_path"], rec.get("content_hash"))
                 if data is not None:  # a changed source is decided again next run (its mtime moved)
                     copied += store.put_bytes(data, rec["dhash"])
 
@@ -393,12 +343,23 @@ def dedupe_partition(
                         seconds=time.perf_counter() - start)
 
 
+_PREFETCH = 16  # frames ahead whose ORB features are computed on the other cores
+
+
+def _needs_orb(hashed: list[_Frame], codes: np.ndarray, pairs: np.ndarray, near_store: dict,
+               settings: DedupeSettings) -> set[int]:
+    """Frames (by ``id``) that will go to ORB whatever is accepted before them: structured (so not judged
+    by colour + shift alone) and with no hash neighbour close enough to be a final match. Their features
+    are computed ahead on a thread pool (OpenCV releases the GIL), which is where phase 3 spends its time."""
+    if not settings.use_orb:
+        return set()
+    maybe_final = {i for i, f in enumerate(hashed) if id(f) in near_store and near_store[id(f)][1] <= settings.dhash_threshold}
+    if len(pairs):
+        close = np.bitwise_count(codes[pairs[:, 0]] ^ codes[pairs[:, 1]]) <= settings.dhash_threshold
+        maybe_final.update(pairs[close].ravel().tolist())
+    return {id(f) for i, f in enumerate(hashed)
+            if i not in maybe_final and f.sig is not None and f.sig.structure >= settings.signals.min_structure}
+
+
 def to_table(rows: Iterable[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(list(rows), columns=DEDUPE_COLUMNS)
-    for col in ("rel_path", "source", "video_id", "content_hash", "status", "reason", "dup_of", "detail", "dhash", "settings"):
-        df[col] = df[col].astype("string")
-    for col in ("timestamp_ms", "width", "height", "dhash_threshold"):
-        df[col] = pd.array(df[col], dtype="Int64")
-    for col in ("bytes", "mtime_ns"):
-        df[col] = df[col].astype("int64")
-    return df.sort_values("rel_path", ignore_index=True)
+    return DEDUPED_IMAGES.frame(rows)

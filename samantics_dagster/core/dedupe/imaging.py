@@ -35,6 +35,8 @@ REENCODE_FIX = "re-encode it as a baseline JPEG (e.g. `convert in out.jpg`) or r
 # libjpeg's DCT-domain reductions, as OpenCV exposes them.
 _REDUCED_GREY = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
                  4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+_REDUCED_COLOUR = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
+                   4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 class FrameDecodeError(ValueError):
@@ -79,15 +81,31 @@ def read_size(data: bytes) -> tuple[int, int]:
     return (h, w) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
 
 
+def _reduction(size: tuple[int, int], min_side: int) -> int:
+    factor = 8
+    while factor > 1 and min(size) // factor < min_side:
+        factor //= 2
+    return factor
+
+
+def frame_signature(data: bytes) -> "Signature":
+    """The dhash (bit for bit imagehash's) and the signals dedupe weighs it with (``signals.py``), from one
+    1/8-scale colour decode: colour is what tells a sky from a gradient when the grey layout agrees."""
+    from samantics_dagster.core.dedupe.signals import PHASE_SIZE, signature
+
+    w, h = read_size(data)
+    colour = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_COLOUR[_reduction((w, h), PHASE_SIZE // 2)])
+    if colour is None:
+        raise FrameDecodeError(f"JPEG data is corrupt (the decoder gave up); {REENCODE_FIX}")
+    return signature(colour, w, h)
+
+
 def decode_grey(data: bytes, size: tuple[int, int], min_side: int) -> np.ndarray:
     """Grey pixels at the largest DCT reduction whose short side stays >= ``min_side``, upright per EXIF.
 
     ``size`` is the frame's full size (from ``read_size``): it picks the reduction before decoding.
     """
-    factor = 8
-    while factor > 1 and min(size) // factor < min_side:
-        factor //= 2
-    grey = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_GREY[factor])
+    grey = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_GREY[_reduction(size, min_side)])
     if grey is None:
         raise FrameDecodeError(f"JPEG data is corrupt (the decoder gave up); {REENCODE_FIX}")
     return grey

@@ -1,7 +1,7 @@
 """Near-duplicate test between frames of one video: ORB matches *and* a geometric check.
 
 The good-match ratio alone can't tell a 4 px jitter from a 200 px pan (both ~0.85 on a pan, see
-shared/notes/dedupe-and-coco.md), so a pair is a duplicate only if a RANSAC similarity fit on the
+../shared/notes/dedupe-and-coco.md beside the repository), so a pair is a duplicate only if a RANSAC similarity fit on the
 matches explains most of them with a small motion: little shift of the frame centre, little zoom,
 little rotation. A 64x64 normalised thumbnail difference screens out clearly different pairs first,
 which is ~100x cheaper than matching.
@@ -10,6 +10,7 @@ which is ~100x cheaper than matching.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -30,7 +31,6 @@ class OrbSettings:
     max_rotation_deg: float = 3.0
     screen_distance: float = 0.9   # mean |z-score difference| of thumbnails above which a pair is different
                                    # (handheld jitter + blur reach 0.75 on a duplicate; other views sit near 1.1)
-    flat_distance: float = 0.3     # for textureless frames (too few keypoints) the thumbnail alone decides
 
 
 @dataclass
@@ -66,14 +66,19 @@ def thumb_distance(a: OrbFeatures, b: OrbFeatures) -> float:
 
 
 def compare(a: OrbFeatures, b: OrbFeatures, settings: OrbSettings,
-            matcher: cv2.BFMatcher | None = None) -> OrbVerdict:
-    """Is ``b`` a near-duplicate of ``a``? ``a`` is the earlier, accepted frame."""
+            matcher: cv2.BFMatcher | None = None, flat: Callable[[], OrbVerdict] | None = None) -> OrbVerdict:
+    """Is ``b`` a near-duplicate of ``a``? ``a`` is the earlier, accepted frame.
+
+    With too few keypoints there is no geometry to fit: ``flat`` (colour + phase-correlation shift,
+    ``matcher.Matcher.flat_verdict``) decides then; without it such a pair is called different (a
+    normalised thumbnail of a textureless frame is mostly noise, so it can't say "same").
+    """
     tdist = thumb_distance(a, b)
     if tdist > settings.screen_distance:
         return OrbVerdict(False, f"thumb {tdist:.2f}")
     few = min(len(a.points), len(b.points)) < settings.min_good_matches
     if few or a.descriptors is None or b.descriptors is None:
-        return OrbVerdict(tdist <= settings.flat_distance, f"flat, thumb {tdist:.2f}")
+        return flat() if flat is not None else OrbVerdict(False, f"too few keypoints, thumb {tdist:.2f}")
     matcher = matcher or cv2.BFMatcher(cv2.NORM_HAMMING)
     pairs = matcher.knnMatch(b.descriptors, a.descriptors, k=2)
     good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < settings.ratio_test * m[1].distance]

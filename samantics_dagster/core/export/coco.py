@@ -7,7 +7,7 @@ and come from a hash of the dhash, because dhashes themselves cluster (low-textu
 and their leading bits would collide. A collision, about 1 in 20 000 at a million images, moves the later
 dhash to the next free id; ``validate_coco`` checks uniqueness either way.
 
-Pitfalls this module exists to avoid (``shared/notes/dedupe-and-coco.md``): RLE ``counts`` must be str for
+Pitfalls this module exists to avoid (``../shared/notes/dedupe-and-coco.md`` beside the repository): RLE ``counts`` must be str for
 JSON; ``iscrowd`` must be 0 or trainers ignore the object; ``area`` is the mask's, as COCOeval buckets by it;
 boxes must lie inside the image and have w, h ≥ 1 or MMDetection drops them; category ids keep their gaps.
 """
@@ -17,16 +17,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from samantics_dagster.core.label.queries import Spec
+from samantics_dagster.core.dataset.schema import SPLITS as SCHEMA_SPLITS
+from samantics_dagster.core.dataset.spec import Spec
 
 _ID_BITS = 53
-SPLITS = ("train", "val", "test")
+SPLITS = SCHEMA_SPLITS  # COCO files are written per split, in this order
 
 
 def _hash_id(text: str) -> int:
@@ -85,6 +84,15 @@ def _clip_box(xyxy: Sequence[float], w: int, h: int) -> list[float]:
     return [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
 
 
+def _mask_box(rle: dict) -> list[float] | None:
+    """The mask's tight XYWH box (what pycocotools' loadRes gives a segmentation): FiftyOne's COCO importer
+    crops each mask to its ``bbox``, so SAM3's own box, which need not enclose its mask, would cut masks."""
+    from pycocotools import mask as mask_utils
+
+    box = [float(v) for v in mask_utils.toBbox({"size": rle["size"], "counts": rle["counts"].encode("ascii")})]
+    return box if box[2] >= 1 and box[3] >= 1 else None
+
+
 def usable(instance: Mapping, width: int, height: int) -> bool:
     """Whether a trainer would keep it: a non-empty mask and a box of at least 1×1 pixel inside the image."""
     _, _, bw, bh = _clip_box(instance["bbox_xyxy"], width, height)
@@ -92,9 +100,9 @@ def usable(instance: Mapping, width: int, height: int) -> bool:
 
 
 def build_coco(spec: Spec, frames: Sequence[CocoFrame]) -> dict:
-    """A COCO instances dict: images with ``file_name`` relative to the dataset, XYWH boxes clipped to the
-    image, compressed RLE, the mask's area, ``iscrowd`` 0 and the model's ``score`` (an extra key that
-    pycocotools and the trainers ignore)."""
+    """A COCO instances dict: images with ``file_name`` relative to the dataset, XYWH boxes (the mask's
+    tight box; the model's, clipped to the image, only for an empty mask), compressed RLE, the mask's area,
+    ``iscrowd`` 0 and the model's ``score`` (an extra key that pycocotools and the trainers ignore)."""
     taken: set[int] = set()
     img_ids = _unique(((f.dhash, image_id(f.dhash)) for f in frames), taken)
     ann_taken: set[int] = set()
@@ -114,7 +122,7 @@ def build_coco(spec: Spec, frames: Sequence[CocoFrame]) -> dict:
             rle = {"size": [int(v) for v in inst["rle"]["size"]], "counts": _str_counts(inst["rle"]["counts"])}
             annotations.append({
                 "id": ann_ids[(f.dhash, k)], "image_id": img_ids[f.dhash], "category_id": int(inst["category_id"]),
-                "bbox": _clip_box(inst["bbox_xyxy"], int(f.width), int(f.height)), "segmentation": rle,
+                "bbox": _mask_box(rle) or _clip_box(inst["bbox_xyxy"], int(f.width), int(f.height)), "segmentation": rle,
                 "area": float(inst["area"]), "iscrowd": 0, "score": round(float(inst["score"]), 4),
             })
     annotations.sort(key=lambda a: (a["image_id"], a["id"]))
@@ -152,19 +160,6 @@ def merge_coco(parts: Sequence[dict], spec: Spec) -> dict:
         "annotations": sorted(annotations.values(), key=lambda a: (a["image_id"], a["id"])),
         "categories": categories_json(spec),
     }
-
-
-def write_json_atomic(obj: dict, path: Path) -> None:
-    """Temp file in the same folder + rename: a trainer reading the file never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def validate_coco(path: Path, dataset_dir: Path | None, spec: Spec | None) -> list[str]:
@@ -243,6 +238,3 @@ def _quiet(fn):
     with contextlib.redirect_stdout(io.StringIO()):
         return fn()
 
-
-def split_paths(folder: Path, splits: Iterable[str]) -> dict[str, Path]:
-    return {s: Path(folder) / f"{s}.json" for s in splits}

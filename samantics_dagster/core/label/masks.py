@@ -7,13 +7,14 @@ relation classes (the seed's "passenger": a person inside a car).
 
 Masks are stored as RLE rather than bitmaps because a full-resolution bool mask per instance would dwarf
 the per-frame tables; all mask geometry (area, IoU, intersection) is computed on the RLE by pycocotools,
-never by decoding. Pure Python + numpy + pycocotools: no Dagster, no torch.
+never by decoding. On CUDA the RLE itself is computed on the device (``rle_torch``) and arrives here
+through :func:`instances_from_rles`. Pure Python + numpy + pycocotools: no Dagster, no torch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -46,7 +47,7 @@ class Instance:
         }
 
     @classmethod
-    def from_record(cls, record: dict) -> "Instance":
+    def from_record(cls, record: dict) -> Instance:
         """Inverse of :meth:`to_record`, for reading instances back from a table."""
         return cls(
             category_id=int(record["category_id"]),
@@ -145,12 +146,6 @@ def containment(inner: dict, outer: dict) -> float:
     return float(mask_utils.area(both)) / inner_area
 
 
-def bbox_xywh(xyxy: Iterable[float]) -> list[float]:
-    """COCO's [x, y, width, height] from [x0, y0, x1, y1]."""
-    x0, y0, x1, y1 = (float(v) for v in xyxy)
-    return [x0, y0, x1 - x0, y1 - y0]
-
-
 def build_instances(
     masks: np.ndarray | Sequence[np.ndarray],
     boxes_xyxy: Sequence[Sequence[float]] | np.ndarray,
@@ -159,20 +154,30 @@ def build_instances(
 ) -> list[Instance]:
     """Instances from parallel model outputs, encoding all masks in one batch and taking areas from them."""
     rles = encode_masks(masks)
+    return instances_from_rles(rles, rle_area(rles), boxes_xyxy, scores, category_ids)
+
+
+def instances_from_rles(
+    rles: Sequence[dict],
+    areas: Sequence[float] | np.ndarray,
+    boxes_xyxy: Sequence[Sequence[float]] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    category_ids: Sequence[int] | np.ndarray,
+) -> list[Instance]:
+    """Instances from masks already run-length encoded (on the device, ``rle_torch``), with their areas."""
     n = len(rles)
-    if not (len(boxes_xyxy) == len(scores) == len(category_ids) == n):
+    if not (len(areas) == len(boxes_xyxy) == len(scores) == len(category_ids) == n):
         raise ValueError(
-            f"masks, boxes, scores and category ids differ in length: "
-            f"{n}, {len(boxes_xyxy)}, {len(scores)}, {len(category_ids)}"
+            f"masks, areas, boxes, scores and category ids differ in length: "
+            f"{n}, {len(areas)}, {len(boxes_xyxy)}, {len(scores)}, {len(category_ids)}"
         )
-    areas = rle_area(rles)
     return [
         Instance(
             category_id=int(category_ids[i]),
             score=float(scores[i]),
             bbox_xyxy=tuple(float(v) for v in boxes_xyxy[i]),  # type: ignore[arg-type]
             rle=rles[i],
-            area=areas[i],
+            area=float(areas[i]),
         )
         for i in range(n)
     ]

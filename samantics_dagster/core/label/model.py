@@ -5,14 +5,16 @@ image batch, so K prompts on one image would otherwise mean K full forwards, eac
 ViT (5.6 TFLOP/image, against 0.42 TFLOP per (image, prompt) for the heads). Here the vision
 encoder runs once per image batch, the text encoder once per prompt list, and only the DETR +
 mask heads run per (image, prompt) pair, over fixed-size chunks of pairs built with
-``index_select``. This matches per-pair forwards to ~1e-8 (``shared/notes/sam3.md`` §1.5).
+``index_select``. This matches per-pair forwards to ~1e-8 (``../shared/notes/sam3.md`` beside the repository, §1.5).
 
 Post-processing follows HF's ``post_process_instance_segmentation`` except where it is wasteful:
 scores are thresholded first and only the kept masks are upsampled; logits are interpolated and
 thresholded at 0 (== sigmoid > 0.5, as Meta's own processor does) instead of interpolating
 probabilities, and masks stay ``bool`` instead of int64 (8x smaller at full resolution).
-``detect`` only starts the copies of kept masks to the host and returns, so that the CPU half
-(RLE, in ``labeling``) of one image batch can run while the next batch is on the device.
+On CUDA the kept masks are run-length encoded where they are (``rle_torch``; upsampled in chunks
+sized to a memory budget, ``upsample``) and only the run lengths are copied back. ``detect`` only
+starts those copies and returns, so that the CPU half (RLE strings, overlap filter, in ``pipeline``)
+of one image batch can run while the next batch is on the device.
 
 Weights are loaded offline only (``local_files_only=True``): ``facebook/sam3`` is gated and a
 pipeline run must not depend on the Hub. ``resolve_model_dir`` finds a snapshot in ``MODEL_CACHE``.
@@ -23,14 +25,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+
+from samantics_dagster.core.label.rle_torch import HostRuns
+from samantics_dagster.core.label.upsample import budget_bytes, default_device_rle, upsample_kept
 
 DEFAULT_REPO_ID = "facebook/sam3"
 TEXT_MAX_LENGTH = 32  # the text encoder's max_position_embeddings; longer prompts must be truncated
@@ -240,7 +245,8 @@ class MaskGroup:
     prompt_index: np.ndarray  # int64 [M]
     scores: np.ndarray  # float32 [M]
     boxes_xyxy: np.ndarray  # float32 [M, 4], pixels of the original image
-    masks: np.ndarray  # bool [M, H, W]; from CUDA, column-major per mask (see _to_host)
+    masks: np.ndarray | None  # bool [M, H, W] if asked for (``host_masks``); from CUDA, column-major per mask
+    runs: HostRuns | None = None  # COCO run lengths + areas computed on the device (``device_rle``)
 
 
 class PendingDetections:
@@ -260,7 +266,10 @@ class PendingDetections:
         return self._per_image
 
     def detections(self) -> list[list[Detection]]:
-        """Per image, one ``Detection`` per kept query (masks are views into the group buffers)."""
+        """Per image, one ``Detection`` per kept query (masks are views into the group buffers).
+        Needs ``detect(..., host_masks=True)``."""
+        if any(g.masks is None for groups in self._per_image for g in groups):
+            raise ValueError("detections() needs full-resolution masks: call detect with host_masks=True")
         return [[Detection(prompt_index=int(g.prompt_index[j]), score=float(g.scores[j]),
                            box_xyxy=tuple(g.boxes_xyxy[j].tolist()), mask=g.masks[j])
                  for g in groups for j in range(len(g.scores))]
@@ -276,35 +285,18 @@ def _thresholds(score_threshold: float | Sequence[float], k: int) -> torch.Tenso
     return torch.tensor(thr)
 
 
-# Output pixels upsampled at once. On CUDA, few big launches; the cap bounds the float32 logits at full
-# size, the peak (50 masks of a 12 MP frame would be 2.4 GB; 2**28 px is 1 GiB). On the CPU, small groups
-# are faster: 100 masks at 720p took ~250 ms in groups of 5, 530 ms in one (measured here).
-_UPSAMPLE_PIXELS = {"cuda": 1 << 28, "cpu": 1 << 22}
-
-
-def _to_host(masks: torch.Tensor) -> np.ndarray:
-    """Start copying [M, H, W] bool masks to the host; the array is valid once the stream passes the copy.
-
-    From CUDA: into pinned memory with ``non_blocking``. Through pageable memory full-size masks cost
-    64 ms/image, more than the model (notes §3.6), and the copy would block this thread. Each mask is
-    transposed on the device first, where it is almost free, so that it arrives column-major, the
-    order pycocotools encodes in: on the host that conversion cost a third of the encode time
-    (37 against 119 ms for forty 720p masks). On the CPU the masks stay as they are: transposing here
-    would cost the thread that runs the model more (73 ms, torch) than it saves the RLE thread.
-    """
-    if masks.device.type != "cuda":
-        return masks.numpy()
-    m, h, w = masks.shape
-    host = torch.empty((m, w, h), dtype=torch.bool, pin_memory=True)
-    host.copy_(masks.transpose(1, 2).contiguous(), non_blocking=True)
-    return host.numpy().transpose(0, 2, 1)  # the view keeps ``host`` (and its pinned block) alive
-
-
 @torch.inference_mode()
 def detect(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch.Tensor, *,
            score_threshold: float | Sequence[float], pair_chunk: int = 32,
-           max_detections_per_pair: int | None = None, pad_chunks: bool = False) -> PendingDetections:
+           max_detections_per_pair: int | None = None, pad_chunks: bool = False,
+           upsample_budget_mb: float | None = None, device_rle: bool | None = None,
+           host_masks: bool | None = None) -> PendingDetections:
     """Run the model on ``images`` x all prompts and start copying the kept detections to the host.
+
+    ``upsample_budget_mb`` bounds the device memory of one upsampling chunk (None: per-device default,
+    ``upsample.DEFAULT_BUDGET_MB``). ``device_rle`` computes COCO run lengths and areas on the device
+    (None: on CUDA only); ``host_masks`` copies full-resolution masks back too (None: only without
+    ``device_rle``), so in the CUDA default path no full-resolution mask reaches the host.
 
     Arguments as for ``segment_batch``. Per chunk of pairs, the kept queries are chosen on the device
     for the whole chunk at once (threshold, then the per-pair cap, on score-sorted queries) and the
@@ -324,6 +316,9 @@ def detect(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch
     if text_mask.shape[0] != k:
         raise ValueError(f"text_mask has {text_mask.shape[0]} rows for {k} prompts")
     thresholds = _thresholds(score_threshold, k).to(dev)
+    device_rle = default_device_rle(dev) if device_rle is None else device_rle
+    host_masks = not device_rle if host_masks is None else host_masks
+    budget = budget_bytes(dev, upsample_budget_mb)
     per_image: list[list[MaskGroup]] = [[] for _ in range(n)]
     if not images:
         return PendingDetections(per_image, None)
@@ -367,15 +362,12 @@ def detect(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(kept_image)]):
             i = int(kept_image[lo])
             w, h = sizes[i]
-            step = max(1, _UPSAMPLE_PIXELS.get(dev.type, _UPSAMPLE_PIXELS["cpu"]) // (w * h))
-            for s in range(lo, hi, step):
-                e = min(hi, s + step)
-                logits = out.pred_masks[rows[s:e], queries[s:e]].float()
-                masks = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0] > 0
+            for c in upsample_kept(out.pred_masks, rows, queries, int(lo), int(hi), h, w, budget,
+                                   device_rle=device_rle, host_masks=host_masks):
                 per_image[i].append(MaskGroup(
-                    prompt_index=kept_prompt[s:e], scores=kept[s:e, 0],
-                    boxes_xyxy=kept[s:e, 1:] * np.array([w, h, w, h], dtype=np.float32),
-                    masks=_to_host(masks)))
+                    prompt_index=kept_prompt[c.start:c.stop], scores=kept[c.start:c.stop, 0],
+                    boxes_xyxy=kept[c.start:c.stop, 1:] * np.array([w, h, w, h], dtype=np.float32),
+                    masks=c.masks, runs=c.runs))
     ready = None
     if dev.type == "cuda":
         ready = torch.cuda.Event()
@@ -385,7 +377,8 @@ def detect(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch
 
 def segment_batch(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch.Tensor, *,
                   score_threshold: float | Sequence[float], pair_chunk: int = 32,
-                  max_detections_per_pair: int | None = None, pad_chunks: bool = False) -> list[list[Detection]]:
+                  max_detections_per_pair: int | None = None, pad_chunks: bool = False,
+                  upsample_budget_mb: float | None = None) -> list[list[Detection]]:
     """Detect every prompt in every image; returns, per image, detections ordered by prompt index,
     then by descending score. ``detect`` followed by a wait; the pipeline uses ``detect`` directly.
 
@@ -396,4 +389,5 @@ def segment_batch(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask
     ``max_detections_per_pair`` keeps only the top-scoring few per (image, prompt).
     """
     return detect(m, images, text, text_mask, score_threshold=score_threshold, pair_chunk=pair_chunk,
-                  max_detections_per_pair=max_detections_per_pair, pad_chunks=pad_chunks).detections()
+                  max_detections_per_pair=max_detections_per_pair, pad_chunks=pad_chunks,
+                  upsample_budget_mb=upsample_budget_mb, device_rle=False, host_masks=True).detections()

@@ -29,15 +29,23 @@ from PIL import Image, ImageOps
 
 from samantics_dagster.core.label.masks import (
     Instance, RelationRule, apply_relation_rules, build_instances, cap_detections, cross_prompt_nms,
+    instances_from_rles,
 )
-from samantics_dagster.core.label.queries import QuerySet, Spec
+from samantics_dagster.core.label.queries import QuerySet
+from samantics_dagster.core.dataset.spec import Spec
+from samantics_dagster.core.dataset.layout import parts_dir as layout_parts_dir
+from samantics_dagster.core.dataset.schema import IMPORTED_PREFIX, SAM3_LABELS, LabelStatus
 from samantics_dagster.core.dataset.store import ImageStore
 from samantics_dagster.core.dataset.tables import read_table, write_table
 
-LABEL_COLUMNS = ["dhash", "rel_path", "status", "error", "n_instances", "instances", "labeler", "width", "height"]
-DONE, FAILED = "done", "failed"
-IMPORTED_PREFIX = "imported:"  # labeler of rows brought in from an older dataset, not produced by SAM3 here
+LABEL_COLUMNS = SAM3_LABELS.names
+DONE, FAILED = LabelStatus.DONE, LabelStatus.FAILED
 PASSENGER = RelationRule(subject="person", container="car", becomes="passenger")
+
+
+# Settings that change speed or memory, never the labels: outside the fingerprint, so changing them
+# relabels nothing.
+_NOT_LABEL_KNOBS = ("image_batch", "pair_chunk", "upsample_budget_mb", "device_rle")
 
 
 @dataclass(frozen=True)
@@ -51,9 +59,11 @@ class LabelSettings:
     relation_rules: tuple[RelationRule, ...] = (PASSENGER,)
     image_batch: int = 4
     pair_chunk: int = 32
+    upsample_budget_mb: float | None = None  # device memory per upsampling chunk; None: per-device default
+    device_rle: bool | None = None  # RLE on the device; None: on CUDA only (same bytes either way)
 
     def labeler(self, model_fingerprint: str, queries: QuerySet) -> str:
-        knobs = {k: v for k, v in asdict(self).items() if k not in ("image_batch", "pair_chunk")}
+        knobs = {k: v for k, v in asdict(self).items() if k not in _NOT_LABEL_KNOBS}
         blob = json.dumps({"model": model_fingerprint, "queries": queries.fingerprint(), **knobs},
                           sort_keys=True, default=str)
         return f"sam3:{model_fingerprint[:8]}:{queries.fingerprint()[:8]}:{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
@@ -72,10 +82,22 @@ class LabelResult:
     post_wait_seconds: float = 0.0  # of which the device had to wait for: the part not hidden behind it
     attempted: int = 0  # images this run tried to label (done or failed now), not reused ones
     failed_this_run: int = 0  # of which failed: what the failure-share check bounds
+    load_seconds: float = 0.0  # JPEG decoding on the loader thread, summed over batches
+    device_seconds: float = 0.0  # the device half (model, upsampling, device RLE) on the main thread
 
     @property
     def failed_share(self) -> float:
         return self.failed_this_run / self.attempted if self.attempted else 0.0
+
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds each of the three overlapping stages was busy. They run at the same time, so the
+        slowest one sets the pace: a user sees whether the GPU or the host limits a run."""
+        return {"load": self.load_seconds, "device": self.device_seconds, "post": self.post_seconds}
+
+    @property
+    def slowest_stage(self) -> str:
+        return max(self.stage_seconds.items(), key=lambda kv: kv[1])[0]
 
 
 Finish = Callable[[], list[list[Instance]]]
@@ -106,13 +128,13 @@ def make_segmenter(loaded, queries: QuerySet, spec: Spec, settings: LabelSetting
     def segment(images: list[Image.Image]) -> Finish:
         pending = detect(loaded, images, text, text_mask, score_threshold=thresholds,
                          pair_chunk=settings.pair_chunk, max_detections_per_pair=settings.max_detections,
-                         pad_chunks=loaded.compiled)
+                         pad_chunks=loaded.compiled, upsample_budget_mb=settings.upsample_budget_mb,
+                         device_rle=settings.device_rle)
 
         def finish() -> list[list[Instance]]:
             out = []
             for groups in pending.groups():
-                inst = [i for g in groups
-                        for i in build_instances(g.masks, g.boxes_xyxy, g.scores, cat_ids[g.prompt_index])]
+                inst = [i for g in groups for i in _group_instances(g, cat_ids)]
                 inst = cross_prompt_nms(inst, settings.nms_iou)
                 inst = cap_detections(inst, settings.max_detections)
                 out.append(apply_relation_rules(inst, list(settings.relation_rules), name_to_id))
@@ -123,7 +145,16 @@ def make_segmenter(loaded, queries: QuerySet, spec: Spec, settings: LabelSetting
     return segment
 
 
-def _row(dhash: str, rel_path: str, labeler: str, *, instances: list[Instance] | None = None,
+def _group_instances(group, cat_ids: np.ndarray) -> list[Instance]:
+    """One ``MaskGroup`` as instances: from the device's run lengths if it has them (only the string
+    compression is left to do here), else by encoding its host masks with pycocotools."""
+    cats = cat_ids[group.prompt_index]
+    if group.runs is not None:
+        return instances_from_rles(group.runs.rles(), group.runs.area, group.boxes_xyxy, group.scores, cats)
+    return build_instances(group.masks, group.boxes_xyxy, group.scores, cats)
+
+
+def label_row(dhash: str, rel_path: str, labeler: str, *, instances: list[Instance] | None = None,
          error: str | None = None, size: tuple[int, int] | None = None) -> dict:
     records = [i.to_record() for i in instances or []]
     return {
@@ -134,12 +165,7 @@ def _row(dhash: str, rel_path: str, labeler: str, *, instances: list[Instance] |
 
 
 def to_table(rows: Sequence[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(list(rows), columns=LABEL_COLUMNS)
-    for col in ("dhash", "rel_path", "status", "error", "instances", "labeler"):
-        df[col] = df[col].astype("string")
-    for col in ("n_instances", "width", "height"):
-        df[col] = pd.array(df[col], dtype="Int64")
-    return df.sort_values("dhash", ignore_index=True)
+    return SAM3_LABELS.frame(rows)
 
 
 def _known_rows(previous: pd.DataFrame | None, parts_dir: Path) -> dict[str, dict]:
@@ -177,6 +203,7 @@ def label_partition(
     post_workers: int = 1,
     progress: ProgressFn | None = None,
     log: Callable[[str], None] = print,
+    after_part: Callable[[int], None] | None = None,
 ) -> LabelResult:
     """Label the accepted rows (``dhash``, ``rel_path``) of one category; returns the whole table.
 
@@ -184,13 +211,15 @@ def label_partition(
     that many batches wait for them, which bounds host memory (a batch's full-size masks). One is
     enough: pycocotools' encoder holds the GIL, so a second thread adds no encoding speed. ``0`` runs
     everything in the calling thread, one batch after the other. ``relabel_imported`` labels again
-    the ``done`` rows imported from an older dataset, which are otherwise kept.
+    the ``done`` rows imported from an older dataset, which are otherwise kept. ``after_part(n)`` is called
+    on the post-processing thread once the n-th part of this run is on disk: the kill test blocks there, so
+    the process dies at a known point instead of racing a poll.
 
     The final table is written to ``table_path`` here, before the parts are removed, so there is no
     moment at which finished work exists nowhere on disk.
     """
     start = time.perf_counter()
-    parts_dir = table_path.parent / ".parts" / table_path.stem
+    parts_dir = layout_parts_dir(table_path)
     parts_dir.mkdir(parents=True, exist_ok=True)
     known = _known_rows(read_table(table_path), parts_dir)
     wanted = accepted.drop_duplicates("dhash")[["dhash", "rel_path"]].to_dict("records")
@@ -214,22 +243,30 @@ def label_partition(
 
     new_rows: list[dict] = []
     n_done = 0
-    post_seconds = post_wait = 0.0
+    post_seconds = post_wait = load_seconds = device_seconds = 0.0
+    parts_written = 0
 
     def load(batch: list[dict]) -> list[tuple[dict, Image.Image | None, str | None]]:
+        nonlocal load_seconds
+        t0 = time.perf_counter()
         out = []
         for rec in batch:
             try:
                 out.append((rec, load_image(store.path_for(rec["dhash"])), None))
             except Exception as exc:  # noqa: BLE001 - any decode failure is recorded per image
                 out.append((rec, None, f"cannot read images/{rec['dhash']}.jpg ({exc}); re-run deduped_images to restore it, then sam3_labels with retry_failed"))
+        load_seconds += time.perf_counter() - t0  # one loader thread: no race
         return out
 
     def post(finish: Callable[[], list[dict]], unreadable: list[dict]) -> tuple[list[dict], float]:
         """The CPU half of a batch, then its part: written as soon as it exists, not when collected."""
+        nonlocal parts_written
         t0 = time.perf_counter()
         rows = unreadable + finish()
         _write_part(parts_dir, rows)
+        parts_written += 1
+        if after_part:
+            after_part(parts_written)
         return rows, time.perf_counter() - t0
 
     def collect(good: list[tuple[dict, Image.Image]], unreadable: list[dict], future: Future) -> None:
@@ -256,9 +293,11 @@ def label_partition(
         for b in range(len(batches)):
             loaded = pending.result()
             pending = loader.submit(load, batches[b + 1]) if b + 1 < len(batches) else None
-            unreadable = [_row(r["dhash"], r["rel_path"], labeler, error=e) for r, im, e in loaded if im is None]
+            unreadable = [label_row(r["dhash"], r["rel_path"], labeler, error=e) for r, im, e in loaded if im is None]
             good = [(r, im) for r, im, e in loaded if im is not None]
+            t0 = time.perf_counter()
             finish = _start(segment, good, labeler)  # the device half, in this thread
+            device_seconds += time.perf_counter() - t0
             in_flight.append((good, unreadable, pool.submit(post, finish, unreadable)))
             while len(in_flight) > post_workers:
                 collect(*in_flight.popleft())
@@ -277,7 +316,8 @@ def label_partition(
                        failed=int((table.status == FAILED).sum()), seconds=time.perf_counter() - start,
                        instances_per_class={str(k): v for k, v in sorted(per_class.items())}, relabel_reason=relabel,
                        post_seconds=post_seconds, post_wait_seconds=post_wait, attempted=len(new_rows),
-                       failed_this_run=sum(r["status"] == FAILED for r in new_rows))
+                       failed_this_run=sum(r["status"] == FAILED for r in new_rows),
+                       load_seconds=load_seconds, device_seconds=device_seconds)
 
 
 def _start(segment: Segmenter, good: list[tuple[dict, Image.Image]], labeler: str) -> Callable[[], list[dict]]:
@@ -295,7 +335,7 @@ def _start(segment: Segmenter, good: list[tuple[dict, Image.Image]], labeler: st
         rows = _one_by_one(segment, good, labeler)
         return lambda: rows
     finish = out if callable(out) else (lambda: out)
-    return lambda: [_row(r["dhash"], r["rel_path"], labeler, instances=inst, size=im.size)
+    return lambda: [label_row(r["dhash"], r["rel_path"], labeler, instances=inst, size=im.size)
                     for (r, im), inst in zip(good, finish())]
 
 
@@ -323,10 +363,10 @@ def _one_by_one(segment: Segmenter, good: list[tuple[dict, Image.Image]], labele
     for r, im in good:
         try:
             out = segment([im])
-            rows.append(_row(r["dhash"], r["rel_path"], labeler, instances=(out() if callable(out) else out)[0],
+            rows.append(label_row(r["dhash"], r["rel_path"], labeler, instances=(out() if callable(out) else out)[0],
                              size=im.size))
         except Exception as exc:  # noqa: BLE001 - recorded, the partition goes on
-            rows.append(_row(r["dhash"], r["rel_path"], labeler, error=f"{type(exc).__name__}: {exc}"[:500]))
+            rows.append(label_row(r["dhash"], r["rel_path"], labeler, error=f"{type(exc).__name__}: {exc}"[:500]))
         _free_gpu_memory()
     return rows
 

@@ -1,6 +1,6 @@
-"""The category taxonomy (``coco-spec.json``) and the SAM3 text queries built from it (``sam-queries.yaml``).
+"""The SAM3 text queries built from the taxonomy (``sam-queries.yaml``; the taxonomy itself is ``core.dataset.spec``).
 
-``coco-spec.json`` is a COCO file whose ``categories`` list is the taxonomy: each entry has ``id`` (int; ids
+``coco-spec.json`` (read by ``core.dataset.spec``) is a COCO file whose ``categories`` list is the taxonomy: each entry has ``id`` (int; ids
 may have gaps and are kept as given, since labels and exported COCO refer to them), ``name`` and
 ``supercategory``; any other keys (``keypoints``, ``skeleton``, ...) are carried through untouched in
 ``CategorySpec.extra``. Top-level ``info`` and ``licenses`` are kept for the COCO export.
@@ -24,51 +24,18 @@ files are hand-edited and the pipeline should stop before spending GPU time on a
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from samantics_dagster.core.dataset.spec import Spec, SpecError, did_you_mean, spec_error
+
 ALL_KEY = "_all"
-_REQUIRED = {"id": int, "name": str, "supercategory": str}
-
-
-class SpecError(ValueError):
-    """A problem in coco-spec.json or sam-queries.yaml; the message is one line: file, entry, fix."""
-
-
-@dataclass(frozen=True)
-class CategorySpec:
-    id: int
-    name: str
-    supercategory: str
-    extra: dict = field(default_factory=dict)  # keypoints, skeleton, ...: preserved for the COCO export
-
-
-@dataclass(frozen=True)
-class Spec:
-    categories: tuple[CategorySpec, ...]
-    info: dict = field(default_factory=dict)
-    licenses: list = field(default_factory=list)
-    path: Path | None = field(default=None, compare=False)  # only for error messages
-
-    def by_name(self) -> dict[str, CategorySpec]:
-        return {c.name: c for c in self.categories}
-
-    def by_id(self) -> dict[int, CategorySpec]:
-        return {c.id: c for c in self.categories}
-
-    def supercategories(self) -> dict[str, list[str]]:
-        """Category names per supercategory, in file order."""
-        out: dict[str, list[str]] = {}
-        for c in self.categories:
-            out.setdefault(c.supercategory, []).append(c.name)
-        return out
 
 
 @dataclass(frozen=True)
@@ -88,69 +55,6 @@ class QuerySet:
         return hashlib.sha1(json.dumps(rows, ensure_ascii=False).encode("utf-8")).hexdigest()[:12]
 
 
-def _fail(path: Path | str | None, entry: str, problem: str, fix: str) -> SpecError:
-    where = f"{path}: " if path is not None else ""
-    return SpecError(" ".join(f"{where}{entry}: {problem}; {fix}".split()))
-
-
-def _hint(word: str, choices: Iterable[str]) -> str:
-    """' (did you mean ...?)' for close matches, else ' (one of ...)' so the fix is never a guess."""
-    choices = sorted(choices)
-    close = difflib.get_close_matches(word, choices, n=3)
-    if close:
-        return f" (did you mean {' or '.join(repr(c) for c in close)}?)"
-    return f" (one of {', '.join(repr(c) for c in choices)})" if choices else ""
-
-
-def load_spec(path: Path) -> Spec:
-    """Read and validate coco-spec.json."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise _fail(path, "file", "not found", "create it with a COCO 'categories' list") from None
-    except json.JSONDecodeError as e:
-        raise _fail(path, f"line {e.lineno} column {e.colno}", f"invalid JSON ({e.msg})", "fix the JSON syntax") from None
-    except UnicodeDecodeError:
-        raise _fail(path, "file", "not UTF-8 text", "save it as UTF-8 JSON") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("categories"), list):
-        raise _fail(path, "categories", "no 'categories' list at the top level",
-                    'write a JSON object {"categories": [{"id": 1, "name": ..., "supercategory": ...}]}')
-    info, licenses = raw.get("info", {}), raw.get("licenses", [])
-    if not isinstance(info, dict):
-        raise _fail(path, "info", "is not an object", "make 'info' a JSON object or remove it")
-    if not isinstance(licenses, list):
-        raise _fail(path, "licenses", "is not a list", "make 'licenses' a JSON list or remove it")
-
-    cats: list[CategorySpec] = []
-    ids: dict[int, str] = {}
-    names: dict[str, int] = {}
-    for i, entry in enumerate(raw["categories"]):
-        label = f"categories[{i}]"
-        if not isinstance(entry, dict):
-            raise _fail(path, label, "is not an object", 'write {"id": ..., "name": ..., "supercategory": ...}')
-        if isinstance(entry.get("name"), str):
-            label += f" ({entry['name']!r})"
-        for key, typ in _REQUIRED.items():
-            if key not in entry:
-                raise _fail(path, label, f"has no '{key}'", f"add a '{key}' ({typ.__name__})")
-            value = entry[key]
-            if not isinstance(value, typ) or isinstance(value, bool):
-                raise _fail(path, label, f"'{key}' is {value!r}, not {'an' if typ is int else 'a'} {typ.__name__}",
-                            f"make '{key}' {'an integer' if typ is int else 'a string'}")
-        cid, name = entry["id"], entry["name"]
-        if not name.strip():
-            raise _fail(path, label, "'name' is empty", "give the category a name")
-        if cid in ids:
-            raise _fail(path, label, f"id {cid} is also used by {ids[cid]!r}", "give each category its own id")
-        if name in names:
-            raise _fail(path, label, f"name {name!r} is also used by id {names[name]}", "give each category its own name")
-        ids[cid], names[name] = name, cid
-        extra = {k: v for k, v in entry.items() if k not in _REQUIRED}
-        cats.append(CategorySpec(cid, name, entry["supercategory"], extra))
-    return Spec(tuple(cats), info, licenses, path)
-
-
 def _read_overrides(path: Path | None) -> dict:
     if path is None:
         return {}
@@ -162,13 +66,13 @@ def _read_overrides(path: Path | None) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark is not None else "file"
         problem = getattr(e, "problem", None) or str(e)
-        raise _fail(path, where, f"invalid YAML ({problem})", "fix the YAML syntax") from None
+        raise spec_error(path, where, f"invalid YAML ({problem})", "fix the YAML syntax") from None
     except UnicodeDecodeError:
-        raise _fail(path, "file", "not UTF-8 text", "save it as UTF-8 YAML") from None
+        raise spec_error(path, "file", "not UTF-8 text", "save it as UTF-8 YAML") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise _fail(path, "top level", f"is a {type(raw).__name__}, not a mapping",
+        raise spec_error(path, "top level", f"is a {type(raw).__name__}, not a mapping",
                     "write 'supercategory: {category: query text}' entries")
     return raw
 
@@ -177,11 +81,11 @@ def _text(path: Path, entry: str, value: Any) -> str:
     if value is None:
         value = ""
     if not isinstance(value, str):
-        raise _fail(path, entry, f"is {type(value).__name__} {value!r}, not a string",
+        raise spec_error(path, entry, f"is {type(value).__name__} {value!r}, not a string",
                     "give one query text per category, e.g. 'truck: \"pickup truck\"'")
     text = " ".join(value.split())
     if not text:
-        raise _fail(path, entry, "query text is empty", "write a text query or remove the entry to use the default")
+        raise spec_error(path, entry, "query text is empty", "write a text query or remove the entry to use the default")
     return text
 
 
@@ -191,22 +95,22 @@ def load_queries(spec: Spec, path: Path | None, *, derived: Iterable[str] = ()) 
     by_name = spec.by_name()
     unknown = sorted(derived - by_name.keys())
     if unknown:
-        raise _fail(spec.path, f"derived category {unknown[0]!r}", "is not in the spec",
-                    f"add it to coco-spec.json or drop it from the relation rules{_hint(unknown[0], by_name)}")
+        raise spec_error(spec.path, f"derived category {unknown[0]!r}", "is not in the spec",
+                    f"add it to coco-spec.json or drop it from the relation rules{did_you_mean(unknown[0], by_name)}")
     supers = spec.supercategories()
     raw = _read_overrides(path)
 
     overrides: dict[str, str] = {}
     for sup, body in raw.items():
         if not isinstance(sup, str):
-            raise _fail(path, f"key {sup!r}", "is not a string", "quote the supercategory name")
+            raise spec_error(path, f"key {sup!r}", "is not a string", "quote the supercategory name")
         if sup not in supers:
-            raise _fail(path, f"supercategory {sup!r}", "is not in coco-spec.json",
-                        f"use a supercategory from coco-spec.json{_hint(sup, supers)}")
+            raise spec_error(path, f"supercategory {sup!r}", "is not in coco-spec.json",
+                        f"use a supercategory from coco-spec.json{did_you_mean(sup, supers)}")
         if body is None:
             continue
         if not isinstance(body, dict):
-            raise _fail(path, f"supercategory {sup!r}", f"is a {type(body).__name__}, not a mapping",
+            raise spec_error(path, f"supercategory {sup!r}", f"is a {type(body).__name__}, not a mapping",
                         "write 'category: query text' entries under it")
         all_text = _text(path, f"{sup}.{ALL_KEY}", body[ALL_KEY]) if ALL_KEY in body else None
         for name, value in body.items():
@@ -214,16 +118,16 @@ def load_queries(spec: Spec, path: Path | None, *, derived: Iterable[str] = ()) 
             if name == ALL_KEY:
                 continue
             if not isinstance(name, str):
-                raise _fail(path, entry, "category key is not a string", "quote the category name")
+                raise spec_error(path, entry, "category key is not a string", "quote the category name")
             cat = by_name.get(name)
             if cat is None:
-                raise _fail(path, entry, "unknown category",
-                            f"use a category of {sup!r} from coco-spec.json{_hint(name, supers[sup])}")
+                raise spec_error(path, entry, "unknown category",
+                            f"use a category of {sup!r} from coco-spec.json{did_you_mean(name, supers[sup])}")
             if cat.supercategory != sup:
-                raise _fail(path, entry, f"category {name!r} belongs to supercategory {cat.supercategory!r}",
+                raise spec_error(path, entry, f"category {name!r} belongs to supercategory {cat.supercategory!r}",
                             f"move the entry under {cat.supercategory!r}")
             if name in derived:
-                raise _fail(path, entry, "is a derived category, made by a relation rule and never queried",
+                raise spec_error(path, entry, "is a derived category, made by a relation rule and never queried",
                             "remove the entry")
             overrides[name] = _text(path, entry, value)
         if all_text is not None:

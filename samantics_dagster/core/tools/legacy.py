@@ -1,84 +1,6 @@
-"""``samantics import-legacy``: bring an old samantics dataset into the per-frame tables and the store.
+"""``samantics import-legacy``: an old samantics dataset into the per-frame tables and the store, nothing re-run.
 
-Nothing is re-run: the old select / label / curate decisions become rows of ``deduped_images``,
-``sam3_labels`` and ``curated_coco`` that the assets treat as done, and the accepted frames are copied
-into the content-addressable store ``images/{dhash}.jpg``. ``labels.jsonl`` is not written: the next
-``sam3_labels`` run rebuilds it from the tables.
-
-Old formats read (every optional piece may be missing; what is wrong is reported per item)
-==========================================================================================
-
-(a) The ``pipeline.db`` layout::
-
-    {OLD}/pipeline.db      SQLite, table ``frames``, one row per frame seen by the old scripts
-    {OLD}/images/          accepted frames, named ``{dhash}.jpg`` or by their original name
-                           (``{video_id}_{timestamp_ms}.jpg``, also ``{category}/{name}`` or the full
-                           ``{source}/{category}/{name}``)
-    {OLD}/labels.jsonl     labels, one JSON record per image (format below)
-
-    ``frames`` columns (names are case-insensitive; aliases in brackets):
-      source_path      required (``path``, ``rel_path``): the frame relative to the grabby workdir, ``{source}/{category}/{video_id}_{timestamp_ms}.jpg``
-                       (an absolute path keeps its last three parts)
-      video_id         optional: else parsed from the name
-      category         optional: else the folder in ``source_path``
-      dhash            optional, 16 hex chars: only used to find ``images/{dhash}.jpg``; the stored hash is always
-                       recomputed with this project's :func:`~samantics_dagster.core.dedupe.imaging.frame_dhash`
-      select_status    accepted | rejected (``status``, ``selection``); empty or pending = not selected yet, skipped;
-                       without the column, a frame whose file is in ``images/`` counts as accepted
-      select_reason    why rejected (``reason``): exact | dhash | orb | decode_error | unparsed, or free text
-      dup_of           optional: the frame or hash it duplicates
-      label_status     done | failed | pending (``labels_status``)
-      label_error      why labelling failed (``error``)
-      curate_status    included | excluded (``curation_status``); empty = not curated
-      curate_reason    why excluded (``curation_reason``)
-      split            train | val | test (``curate_split``; ``validation``/``valid`` read as val)
-    Other columns are ignored (and listed in the report). ``images/`` + ``labels.jsonl`` without a
-    ``pipeline.db`` is read too: then every labelled image is an accepted frame.
-
-(b) The older numbered layout::
-
-    {OLD}/01-selection/    accepted frames by original name, flat or in ``{category}/`` (or ``{source}/{category}/``) folders
-    {OLD}/02-labels/labels.jsonl   labels, same record format
-    {OLD}/03-curation/     ``train.jsonl`` / ``val.jsonl`` [/ ``test.jsonl``] (label records) or COCO
-                           ``train.json`` / ``val.json`` [/ ``test.json``] (``images[].file_name``): the images of
-                           each split; a labelled image in none of them was excluded by the old curation
-
-    There is no source folder in this layout: a frame's key is ``legacy/{category}/{name}`` unless its label
-    record carries ``source_path``. Frames without a category (flat folder, no ``source_path``) go to the
-    category ``legacy`` and the report says so.
-
-Label record (``labels.jsonl``, one per line)::
-
-    {"image": "images/0f3c...jpg",            path relative to {OLD} (or absolute; matched by file name then)
-     "boxes": [[x0, y0, x1, y1], ...],        XYXY pixels
-     "category_ids": [3, ...],
-     "scores": [0.91, ...],                   optional (1.0 when missing)
-     "masks": [{"size": [h, w], "counts": "..."}, ...],   COCO RLE (str counts; list counts are converted)
-     "width": w, "height": h, "source_path": "youtube/gym/abc_1500.jpg", "dhash": "...", "category": "gym"}   optional
-
-A record is matched to its frame by ``source_path``, then ``dhash``, then the image file, then the file
-name. A mask whose size is not the stored image's makes the record unusable (reported; the image stays
-accepted and is labelled by the pipeline).
-
-What is written, merged into existing tables (an imported row replaces only the row with the same key:
-``rel_path`` for deduped_images, ``dhash`` for sam3_labels and curated_coco), atomically, under the
-dedupe lock:
-
-- ``images/{dhash}.jpg``: the old file's exact bytes (claimed in the claims journal first, as dedupe does);
-- ``tables/deduped_images/{category}.parquet``: ``settings`` = ``imported:<layout>:<folder name>`` and
-  ``mtime_ns`` 0. ``dedupe_partition`` keeps these rows when the frame has left the workdir, and adopts them
-  when the workdir still holds the very same bytes (size + content digest); a changed file is decided again.
-  An accepted old frame whose hash is already accepted in the dataset under another key is imported as a
-  duplicate (``dhash``, hamming 0) and its labels are not imported;
-- ``tables/sam3_labels/{category}.parquet``: ``labeler`` = ``imported:<layout>:<folder name>`` (layout is
-  ``pipeline.db`` or ``01-selection``), kept as done by ``label_partition``; old failures are ``failed`` rows
-  with their error, which the next ``sam3_labels`` run labels again (their labeler is not its own);
-- ``tables/curated_coco/{category}.parquet``: ``dhash, rel_path, video_id, status, reason, split, n_annotations``
-  where the old dataset had a curation (curated_coco keeps each video in the split recorded here).
-
-Categories that exist only in the old dataset (or ``legacy``) are not Dagster partitions yet: the caller
-adds ``report.categories`` as ``category`` partitions. Run it while no Dagster run writes the same dataset:
-the label and curation tables are read, merged and replaced whole.
+The formats it reads and what it writes: ``docs/legacy-import.md``.
 """
 
 from __future__ import annotations
@@ -105,7 +27,7 @@ from samantics_dagster.core.dedupe.engine import ACCEPTED, DEDUPE_COLUMNS, IMPOR
 from samantics_dagster.core.curate.filters import EXCLUDED, INCLUDED
 from samantics_dagster.core.curate.filters import to_table as curate_table
 from samantics_dagster.core.dedupe.imaging import FrameDecodeError, frame_dhash
-from samantics_dagster.core.label.pipeline import IMPORTED_PREFIX
+from samantics_dagster.core.dataset.schema import IMPORTED_PREFIX, DedupeReason, LabelStatus, TableName
 from samantics_dagster.core.label.masks import Instance
 from samantics_dagster.core.workdir.naming import is_frame_file, parse_frame_name
 from samantics_dagster.core.dataset.store import ImageStore
@@ -133,7 +55,7 @@ _COLUMN_ALIASES = {
     "split": ("split", "curate_split"),
 }
 _IGNORED_QUIETLY = {"id", "rowid", "width", "height", "source", "created_at", "updated_at"}
-_DEDUPE_REASONS = ("exact", "dhash", "orb", "decode_error", "unparsed")
+_DEDUPE_REASONS = tuple(r.value for r in DedupeReason)
 _FIX_ROOT = "pass --data-root the old dataset folder (the one holding pipeline.db, images/ + labels.jsonl, or 01-selection/)"
 
 
@@ -361,14 +283,14 @@ def _select(status: str | None, reason: str | None) -> tuple[str | None, str | N
     if r in _DEDUPE_REASONS:
         return REJECTED, r, detail
     if "orb" in r:
-        return REJECTED, "orb", detail
+        return REJECTED, DedupeReason.ORB, detail
     if "exact" in r or "identical" in r:
-        return REJECTED, "exact", detail
+        return REJECTED, DedupeReason.EXACT, detail
     if any(w in r for w in ("decode", "corrupt", "unreadable", "truncated", "error")):
-        return REJECTED, "decode_error", detail
+        return REJECTED, DedupeReason.DECODE_ERROR, detail
     if "name" in r or "parse" in r:
-        return REJECTED, "unparsed", detail
-    return REJECTED, "dhash", detail  # the old select step was the dedupe: a rejection is a near-duplicate
+        return REJECTED, DedupeReason.UNPARSED, detail
+    return REJECTED, DedupeReason.DHASH, detail  # the old select step was the dedupe: a rejection is a near-duplicate
 
 
 def _read_db_layout(root: Path, tag: str, report: ImportReport) -> tuple[list[_Frame], _Images]:
@@ -554,7 +476,7 @@ def _attach_labels(root: Path, records: list[tuple[str, dict]], index: _Index, i
             source_path = _clean(rec.get("source_path"))
             name = _split_rel(source_path)[2] if source_path else image.name
             frame = _Frame(origin=origin, tag=tag, name=name, image=image, legacy_dhash=_hex(image.stem))
-            frame.label_status = "done"
+            frame.label_status = LabelStatus.DONE
             index.frames.append(frame)
             _locate(frame, rec, images)
             index.add(frame)
@@ -620,7 +542,7 @@ def _hash(frame: _Frame) -> _Frame:
         frame.error = f"{frame.image}: {exc}"
         return frame
     frame.dhash, frame.width, frame.height = f"{h.dhash:016x}", h.width, h.height
-    frame.size, frame.digest = len(data), dedupe._digest(data)
+    frame.size, frame.digest = len(data), dedupe.content_digest(data)
     return frame
 
 
@@ -760,7 +682,7 @@ def _claim_hashes(frames: list[_Frame], dataset: Path, report: ImportReport) -> 
     another key: then the old frame is its duplicate (a frame must not be in the dataset twice)."""
     owners: dict[str, str] = {}
     keys = {f.rel_path for f in frames}
-    for table in read_all(dataset, "deduped_images").values():
+    for table in read_all(dataset, TableName.DEDUPED_IMAGES).values():
         acc = table[(table["status"] == ACCEPTED) & table["dhash"].notna() & ~table["rel_path"].isin(keys)]
         owners.update(zip(acc["dhash"], acc["rel_path"]))
     for f in sorted(frames, key=lambda f: f.rel_path):
@@ -773,7 +695,7 @@ def _claim_hashes(frames: list[_Frame], dataset: Path, report: ImportReport) -> 
         if owner != f.rel_path:
             f.status, f.reason, f.dup_of = REJECTED, "dhash", f.dhash
             f.detail = f"hamming 0: the same image is already in the dataset as {owner} (legacy import)"
-            if f.label is not None or f.label_status == "failed":
+            if f.label is not None or f.label_status == LabelStatus.FAILED:
                 report.category(f.category).problems.append(
                     f"{f.origin}: same image as {owner}, already in the dataset; imported as its duplicate, its "
                     "legacy labels are not imported")
@@ -790,7 +712,7 @@ def _store_images(frames: list[_Frame], store: ImageStore, dry_run: bool, report
         elif dry_run:
             rep.images_stored += 1
         else:
-            data = dedupe._same_bytes(f.image, f.digest)
+            data = dedupe.read_if_unchanged(f.image, f.digest)
             if data is None:  # changed or vanished since it was hashed: a row must not name a file that isn't there
                 f.error = f"{f.image} changed or vanished during the import; import again"
                 continue
@@ -821,15 +743,15 @@ def _rows(frames: list[_Frame], report: ImportReport) -> dict[str, dict[str, lis
         label_row = None
         if f.label is not None:
             try:
-                label_row = labeling._row(f.dhash, f.rel_path, labeler, instances=_instances(f.label, f.width, f.height),
+                label_row = labeling.label_row(f.dhash, f.rel_path, labeler, instances=_instances(f.label, f.width, f.height),
                                           size=(f.width, f.height))
             except (ValueError, TypeError) as exc:
                 rep.problems.append(f"{f.label_origin} ({f.rel_path}): unusable label record ({exc}); the image "
                                     "stays accepted and sam3_labels labels it")
-        elif f.label_status == "failed":
+        elif f.label_status == LabelStatus.FAILED:
             error = f.label_error or "failed in the legacy pipeline (no error recorded)"
-            label_row = labeling._row(f.dhash, f.rel_path, labeler, error=f"legacy: {error}", size=(f.width, f.height))
-        elif f.label_status == "done":
+            label_row = labeling.label_row(f.dhash, f.rel_path, labeler, error=f"legacy: {error}", size=(f.width, f.height))
+        elif f.label_status == LabelStatus.DONE:
             rep.problems.append(f"{f.origin}: label_status is done but labels.jsonl has no record for it; "
                                 "sam3_labels labels it")
         done = label_row is not None and label_row["status"] == labeling.DONE
@@ -860,14 +782,14 @@ def _write_tables(by_cat: dict[str, dict[str, list[dict]]], dataset: Path) -> No
     """Merge into each category's tables: imported rows replace only rows with the same key."""
     for category, out in sorted(by_cat.items()):
         if out["dedupe"]:
-            path = table_path(dataset, "deduped_images", category)
+            path = table_path(dataset, TableName.DEDUPED_IMAGES, category)
             merged = _merge(read_table(path), dedupe.to_table(out["dedupe"]), "rel_path")
             write_table(dedupe.to_table(merged.reindex(columns=DEDUPE_COLUMNS).to_dict("records")), path)
         if out["labels"]:
-            path = table_path(dataset, "sam3_labels", category)
+            path = table_path(dataset, TableName.SAM3_LABELS, category)
             merged = _merge(read_table(path), labeling.to_table(out["labels"]), "dhash")
             write_table(labeling.to_table(merged.reindex(columns=labeling.LABEL_COLUMNS).to_dict("records")), path)
         if out["curated"]:
-            path = table_path(dataset, "curated_coco", category)
+            path = table_path(dataset, TableName.CURATED_COCO, category)
             merged = _merge(read_table(path), curate_table(out["curated"]), "dhash")
             write_table(merged.sort_values("dhash", ignore_index=True), path)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from samantics_dagster.core.export.coco import CocoFrame, build_coco
 from samantics_dagster.core.workdir.naming import parse_frame_name
-from samantics_dagster.core.label.queries import Spec
+from samantics_dagster.core.dataset.spec import Spec
 
 
 class RecordError(ValueError):

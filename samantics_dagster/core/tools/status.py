@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from samantics_dagster.core.dataset.schema import CurateStatus, DedupeReason, DedupeStatus, LabelStatus, TableName
 from samantics_dagster.core.dataset.tables import read_all
 
-_REJECT_REASONS = ("exact", "dhash", "orb", "decode_error", "unparsed")
+_REJECT_REASONS = tuple(r.value for r in DedupeReason)
 
 
 def _accepted(deduped: pd.DataFrame | None) -> set[str]:
-    return set(deduped.loc[deduped["status"] == "accepted", "dhash"]) if deduped is not None else set()
+    return set(deduped.loc[deduped["status"] == DedupeStatus.ACCEPTED, "dhash"]) if deduped is not None else set()
 
 
 def _count(table: pd.DataFrame | None, column: str, value: str) -> int:
@@ -22,35 +23,37 @@ def _count(table: pd.DataFrame | None, column: str, value: str) -> int:
 def status_table(dataset_dir: Path) -> pd.DataFrame:
     """One row per category and a column per stage: frames seen, not yet deduped, accepted, rejected by
     reason, labelled, failed labelling, accepted but not yet labelled, included and excluded by curation."""
-    ingress = read_all(dataset_dir, "ingress_frames")
-    deduped = read_all(dataset_dir, "deduped_images")
-    labels = read_all(dataset_dir, "sam3_labels")
-    curated = read_all(dataset_dir, "curated_coco")
+    # only the columns the counts need: the instances column alone is most of a labels table's bytes
+    ingress = read_all(dataset_dir, TableName.INGRESS_FRAMES, columns=["rel_path"])
+    deduped = read_all(dataset_dir, TableName.DEDUPED_IMAGES, columns=["rel_path", "status", "reason", "dhash"])
+    labels = read_all(dataset_dir, TableName.SAM3_LABELS, columns=["dhash", "status"])
+    curated = read_all(dataset_dir, TableName.CURATED_COCO, columns=["status"])
     rows = []
     for category in sorted(set(ingress) | set(deduped)):
         frames, dd, lb, cc = ingress.get(category), deduped.get(category), labels.get(category), curated.get(category)
         seen = set(frames["rel_path"]) if frames is not None else set()
         decided = set(dd["rel_path"]) if dd is not None else set()
-        reasons = dd[dd["status"] == "rejected"]["reason"].value_counts() if dd is not None else pd.Series(dtype=int)
+        reasons = dd[dd["status"] == DedupeStatus.REJECTED]["reason"].value_counts() if dd is not None else pd.Series(dtype=int)
         rows.append({
             "category": category,
             "frames": len(seen),
             "pending_dedupe": len(seen - decided),
-            "accepted": _count(dd, "status", "accepted"),
+            "accepted": _count(dd, "status", DedupeStatus.ACCEPTED),
             **{f"rejected_{r}": int(reasons.get(r, 0)) for r in _REJECT_REASONS},
-            "labelled": _count(lb, "status", "done"),
-            "label_failed": _count(lb, "status", "failed"),
+            "labelled": _count(lb, "status", LabelStatus.DONE),
+            "label_failed": _count(lb, "status", LabelStatus.FAILED),
             "pending_label": len(_accepted(dd) - (set(lb["dhash"]) if lb is not None else set())),
-            "included": _count(cc, "status", "included"),
-            "excluded": _count(cc, "status", "excluded"),
+            "included": _count(cc, "status", CurateStatus.INCLUDED),
+            "excluded": _count(cc, "status", CurateStatus.EXCLUDED),
         })
     return pd.DataFrame(rows)
 
 
 def failed_labels(dataset_dir: Path) -> pd.DataFrame:
     """What failed labelling and why: category, frame, image, error."""
-    rows = [t.loc[t["status"] == "failed", ["rel_path", "dhash", "error"]].assign(category=c)
-            for c, t in read_all(dataset_dir, "sam3_labels").items()]
+    tables = read_all(dataset_dir, TableName.SAM3_LABELS, columns=["rel_path", "dhash", "status", "error"])
+    rows = [t.loc[t["status"] == LabelStatus.FAILED, ["rel_path", "dhash", "error"]].assign(category=c)
+            for c, t in tables.items()]
     rows = [r for r in rows if len(r)]
     if not rows:
         return pd.DataFrame(columns=["category", "rel_path", "dhash", "error"])
@@ -59,14 +62,15 @@ def failed_labels(dataset_dir: Path) -> pd.DataFrame:
 
 def top_videos(dataset_dir: Path, limit: int = 20) -> pd.DataFrame:
     """Which videos gave the most accepted frames (and how many of their frames were rejected)."""
-    tables = [t.assign(category=c) for c, t in read_all(dataset_dir, "deduped_images").items() if len(t)]
+    deduped = read_all(dataset_dir, TableName.DEDUPED_IMAGES, columns=["video_id", "status"])
+    tables = [t.assign(category=c) for c, t in deduped.items() if len(t)]
     if not tables:
         return pd.DataFrame(columns=["video_id", "categories", "accepted", "rejected"])
     df = pd.concat(tables, ignore_index=True)
     df = df[df["video_id"].notna()]
     grouped = df.groupby("video_id").agg(
         categories=("category", lambda s: ",".join(sorted(set(s)))),
-        accepted=("status", lambda s: int((s == "accepted").sum())),
-        rejected=("status", lambda s: int((s == "rejected").sum())),
+        accepted=("status", lambda s: int((s == DedupeStatus.ACCEPTED).sum())),
+        rejected=("status", lambda s: int((s == DedupeStatus.REJECTED).sum())),
     ).reset_index()
     return grouped.sort_values(["accepted", "video_id"], ascending=[False, True]).head(limit).reset_index(drop=True)

@@ -1,70 +1,7 @@
 """The cheap scan behind the grabby workdir sensor: which categories have new or changed frames.
 
-Layout: ``{workdir}/{source}/{category}/{video_id}_{timestamp_ms}.jpg``. A *category* (the Dagster
-partition key) is a category folder name across all sources; ``youtube/gym`` and ``vimeo/gym`` are two
-folders of the one category ``gym``.
-
-What a tick costs
------------------
-The cursor keeps, per category folder, its directory ``mtime_ns`` and its frame count -- never lists of
-files (the sensor's ``run_key`` gives idempotency). On a tick:
-
-* the workdir root and every source folder are ``stat``-ed; one whose mtime is unchanged is not listed
-  (its category names come from the cursor), one that changed is listed once. So a new category folder
-  is found by listing only the source it appeared in, not the categories of unchanged sources;
-* every category folder is ``stat``-ed; one whose mtime is unchanged costs that ``stat`` and nothing
-  else. One whose mtime changed is listed once with ``os.scandir``: frame files are counted (names that
-  ``naming.is_frame_file`` accepts, hidden names skipped, as the catalog does) and the newest file mtime
-  is noted (one ``stat`` per file of a *changed* folder), for the debounce below.
-
-What a directory mtime catches, and what it does not
-----------------------------------------------------
-A directory's mtime changes when an entry is created, deleted or renamed in it: a new frame, a frame
-removed, a file renamed into place (grabby writes new files and renames; both are caught). It does
-*not* change when an existing file is rewritten in place (same name, new bytes), nor when something
-changes deeper down. Grabby never rewrites a frame in place, so this is the right trade; a frame
-replaced in place is picked up the next time anything else in its folder changes, or on a full rescan
-(an empty or unreadable cursor). Time stamps have a granularity (a few ms on ext4/xfs, up to 2 s on
-some network or FAT file systems): a folder whose mtime is within ``RACY_SECONDS`` of the wall clock
-when it is listed is flagged "racy" in the cursor and listed again on the next tick, so a second
-change in the same clock tick is not lost (the same problem git's index has, solved the same way).
-With the default quiet period (30 s) a folder is only recorded once it is long past that window.
-
-Debounce
---------
-A changed folder whose mtime, or whose newest file's mtime, is newer than ``now - quiet_seconds`` is
-still being written: its category is reported in ``waiting`` and the cursor is *not* advanced for any of
-that category's folders, so a later tick lists it again and reports the whole batch once it is quiet.
-A run therefore never sees half a batch. (A category's folders advance together: the cursor always
-holds the state last reported for the category.)
-
-Changed and signature
----------------------
-A category is ``changed`` when any of its folders changed in count or mtime since the cursor, or a
-folder of it appeared or disappeared, and all its folders are quiet. Its signature -- for the run
-key -- is a short stable hash of the sorted ``(source, mtime_ns, count)`` of all its folders, so the
-same state always gives the same run key and any new frame gives a new one. A category whose
-folders hold no frames yet is not reported (and not listed in ``categories``) until a frame lands; a
-category whose folders have all disappeared is dropped from the cursor without a report.
-
-Invalid names
--------------
-Category folders that are hidden, not valid UTF-8, or not usable as a Dagster dynamic partition key
-(see ``partition_key_problem``) are skipped, each with a reason naming the folder and the fix. Skips
-are reported on the ticks that list the source folder holding them (so once, when they appear, rather
-than on every tick). Sources follow ``catalog.iter_sources``: hidden source folders and links leaving
-the workdir are not sources; category links leaving the workdir are skipped with a reason.
-
-Chunking
---------
-Categories are visited in name order, each category's folders (one per source) as a unit, and the
-time budget is checked between categories. When it runs out the cursor records the category to resume
-from; the next tick starts there and wraps around. ``ScanResult.complete`` says whether every category
-folder was visited this tick. Source and root mtimes are only recorded by a complete tick, so an
-incomplete one re-lists the (few) changed source folders next time and no new category can slip
-between chunks. Categories scanned so far are reported as soon as they are scanned.
-
-Nothing here opens a file, let alone for writing: the workdir is only ``stat``-ed and listed.
+What a tick costs, what a directory mtime catches, the debounce, run-key signatures, refused names and
+chunking: ``docs/workdir-scan.md``. Nothing here opens a file: the workdir is only ``stat``-ed and listed.
 """
 
 from __future__ import annotations
@@ -73,23 +10,15 @@ import hashlib
 import json
 import os
 import time
-import unicodedata
 from bisect import bisect_left
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from samantics_dagster.core.workdir.catalog import _inside, iter_sources
-from samantics_dagster.core.workdir.naming import display_name, is_frame_file
+from samantics_dagster.core.workdir.catalog import category_folders, display_folder, iter_sources
+from samantics_dagster.core.workdir.naming import is_frame_file
 
 CURSOR_VERSION = 1
 RACY_SECONDS = 2.0
-MAX_KEY_BYTES = 200
-# Dagster 1.13.27 refuses these in partition keys (dagster/_core/definitions/partitions/utils/base.py,
-# INVALID_PARTITION_SUBSTRINGS: "..." is the UI/CLI range syntax "a...b", the rest don't display).
-# It enforces them for static partitions only; ``add_dynamic_partitions`` stores any string, which then
-# breaks range selection in the UI and CLI -- so they are refused here before they reach the instance.
-DAGSTER_INVALID_SUBSTRINGS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
-
 _NS = 1_000_000_000
 UNSEEN = [0, 0]  # a folder known to exist whose state was never recorded: mtime 0 never matches, so it is listed
 
@@ -109,47 +38,6 @@ class ScanResult:
     folders_listed: int = 0  # root/source/category folders listed with scandir this tick
     folders_statted: int = 0  # folders stat-ed this tick (root, sources, categories)
     seconds: float = 0.0
-    resume_from: str | None = field(default=None)  # category the next tick starts at (None: from the top)
-
-
-def partition_key_problem(name: str) -> str | None:
-    """Why ``name`` can't be a ``category`` partition key, or None if it can.
-
-    Refused: hidden names, names that are not valid UTF-8 (``os.fsdecode`` surrogates), Dagster's
-    invalid substrings, '/', ',' and leading/trailing whitespace (``dagster job backfill --partitions``
-    splits keys on ',' and strips them), control characters and keys over ``MAX_KEY_BYTES`` bytes (a key
-    is also a file name, ``tables/{asset}/{category}.parquet``, and part of every run key).
-    """
-    if name.startswith("."):
-        return "hidden folder (starts with '.')"
-    try:
-        encoded = name.encode("utf-8")
-    except UnicodeEncodeError:
-        return "name is not valid UTF-8"
-    bad = [s for s in DAGSTER_INVALID_SUBSTRINGS if s in name]
-    if bad:
-        return f"Dagster refuses {', '.join(repr(s) for s in bad)} in a partition key"
-    if "/" in name:
-        return "'/' in a partition key"
-    if "," in name:  # `dagster job backfill --partitions a,b` splits on commas: the key could not be named
-        return "',' in a partition key (Dagster's CLI separates partition keys with commas)"
-    if name != name.strip():  # ... and strips whitespace around each key
-        return "leading or trailing whitespace (Dagster's CLI strips it from partition keys)"
-    controls = sorted({f"U+{ord(c):04X}" for c in name if unicodedata.category(c) == "Cc"})
-    if controls:
-        return f"control characters ({', '.join(controls)})"
-    if len(encoded) > MAX_KEY_BYTES:
-        return f"name is {len(encoded)} bytes, longer than {MAX_KEY_BYTES}"
-    return None
-
-
-def _skip_reason(folder: str, problem: str) -> str:
-    if problem.startswith("hidden"):
-        return (f"{folder}: {problem}; hidden folders are never ingested -- rename it without the leading '.' "
-                f"if its frames belong in the dataset")
-    return (f"{folder}: {problem}; not usable as a category partition key -- rename the folder to a UTF-8 "
-            f"name of at most {MAX_KEY_BYTES} bytes without '...', ',', '/', control characters or "
-            f"surrounding spaces")
 
 
 def signature(folders: dict[str, tuple[int, int]]) -> str:
@@ -196,36 +84,8 @@ def _valid_cursor(cursor: object) -> bool:
     return at is None or isinstance(at, str)
 
 
-def _display(name: str) -> str:
-    return display_name(os.fsencode(name))
-
-
 def _stat_mtime(path: str) -> int:
     return os.stat(path).st_mtime_ns
-
-
-def _list_categories(src_path: str, src_name: str, root_real: str,
-                     skipped: dict[str, str]) -> set[str]:
-    """Valid category folder names of one source; odd ones go to ``skipped`` with a reason."""
-    names: set[str] = set()
-    with os.scandir(src_path) as it:
-        for entry in it:
-            try:
-                if not entry.is_dir(follow_symlinks=True):
-                    continue
-            except OSError:
-                continue
-            folder = f"{_display(src_name)}/{_display(entry.name)}"
-            if entry.is_symlink() and not _inside(root_real, os.fsencode(entry.path)):
-                skipped[folder] = (f"{folder}: symlink points outside GRABBY_WORKDIR; copy or move the "
-                                   f"folder into the workdir instead of linking it")
-                continue
-            problem = partition_key_problem(entry.name)
-            if problem:
-                skipped[folder] = _skip_reason(folder, problem)
-                continue
-            names.add(entry.name)
-    return names
 
 
 def _list_frames(path: str) -> tuple[int, int]:
@@ -301,11 +161,11 @@ def scan_workdir(workdir: Path, cursor: dict | None, *, now: float | None = None
                 cats = by_source_old.get(src, set())
             else:
                 listed += 1
-                cats = _list_categories(src_path, src, root_real, skipped)
+                cats = category_folders(src_path, src, root_real, skipped)
         except OSError as exc:
             if isinstance(exc, FileNotFoundError):
                 continue  # removed since the root was listed/recorded; the root's mtime changed too
-            skipped[_display(src)] = (f"{_display(src)}: source folder is not readable ({exc.strerror}); "
+            skipped[display_folder(src)] = (f"{display_folder(src)}: source folder is not readable ({exc.strerror}); "
                                       f"fix its permissions so the sensor can list it")
             src_mtimes[src] = -1  # still a source: listed again next tick
             for cat in by_source_old.get(src, ()):  # its folders keep their recorded state meanwhile
@@ -332,7 +192,7 @@ def scan_workdir(workdir: Path, cursor: dict | None, *, now: float | None = None
         differs = set(prev) != set(members.get(cat, {}))
         wait_reasons: list[str] = []
         for src, path in sorted(members.get(cat, {}).items()):
-            folder = f"{_display(src)}/{_display(cat)}"
+            folder = f"{display_folder(src)}/{display_folder(cat)}"
             try:
                 m = _stat_mtime(path)
                 statted += 1
@@ -391,5 +251,5 @@ def scan_workdir(workdir: Path, cursor: dict | None, *, now: float | None = None
     return ScanResult(
         categories=categories, changed=changed, waiting=waiting, skipped=skipped, cursor=new_cursor,
         complete=complete, folders_listed=listed, folders_statted=statted,
-        seconds=time.perf_counter() - t0, resume_from=new_cursor.get("at"),
+        seconds=time.perf_counter() - t0,
     )

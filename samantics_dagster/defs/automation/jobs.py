@@ -10,6 +10,6 @@ category_pipeline = define_asset_job(
     description="ingress_frames -> deduped_images -> sam3_labels -> curated_coco for one category, with their checks.",
 )
 coco_export = define_asset_job(
-    "coco_export", selection=AssetSelection.assets("labels_jsonl", "coco_dataset"),
-    description="Rebuild the dataset-wide files: labels.jsonl and the merged coco/train.json, val.json.",
+    "coco_export", selection=AssetSelection.assets("labels_jsonl", "coco_dataset", "yolo_dataset"),
+    description="Rebuild the dataset-wide files: labels.jsonl, the merged coco/train.json, val.json and export/yolo/.",
 )

@@ -7,17 +7,18 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeve
 
 from samantics_dagster.defs.curate.curated_coco import curated_coco
 from samantics_dagster.defs.curate.coco_dataset import coco_dataset
+from samantics_dagster.core.dataset.schema import CurateStatus
 from samantics_dagster.defs.metadata import md_table
 from samantics_dagster.core.export.coco import validate_coco
 from samantics_dagster.core.curate.filters import video_group
-from samantics_dagster.core.label.queries import load_spec
+from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.curate.split import leaked_groups
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
 
 
 def _coco_problems(dataset: DatasetResource, paths: list) -> tuple[list[str], int]:
-    spec = load_spec(dataset.dataset_path / "coco-spec.json")
+    spec = load_spec(dataset.layout.spec)
     problems: list[str] = []
     for path in paths:
         problems += validate_coco(path, dataset.dataset_path, spec)
@@ -37,14 +38,14 @@ def _coco_result(problems: list[str], n_files: int) -> AssetCheckResult:
              description="pycocotools loads coco/{category}/*.json and loadRes takes its annotations; category ids "
                          "in the spec; boxes inside their image; RLE sizes match; iscrowd 0; every image file exists.")
 def curated_coco_valid(context: AssetCheckExecutionContext, dataset: DatasetResource) -> AssetCheckResult:
-    folder = dataset.dataset_path / "coco" / context.partition_key
+    folder = dataset.layout.coco_category_dir(context.partition_key)
     return _coco_result(*_coco_problems(dataset, sorted(folder.glob("*.json"))))
 
 
 @asset_check(asset=curated_coco, partitions_def=category_partitions, blocking=True,
              description="No video has frames in two splits (a leak inflates validation scores).")
 def curated_coco_no_video_leak(context: AssetCheckExecutionContext, curated_coco: pd.DataFrame) -> AssetCheckResult:
-    inc = curated_coco[curated_coco["status"] == "included"]
+    inc = curated_coco[curated_coco["status"] == CurateStatus.INCLUDED]
     leaked = leaked_groups(list(inc["dhash"]), [video_group(v if pd.notna(v) else None, d) for v, d in
                                                  zip(inc["video_id"], inc["dhash"])], dict(zip(inc["dhash"], inc["split"])))
     return AssetCheckResult(passed=not leaked, metadata={"videos": int(inc["video_id"].nunique()), "leaked": len(leaked),
@@ -55,15 +56,14 @@ def curated_coco_no_video_leak(context: AssetCheckExecutionContext, curated_coco
              description="The merged coco/*.json load in pycocotools with every invariant of curated_coco_valid, "
                          "and ids are unique across the dataset.")
 def coco_dataset_valid(context: AssetCheckExecutionContext, dataset: DatasetResource) -> AssetCheckResult:
-    folder = dataset.dataset_path / "coco"
-    return _coco_result(*_coco_problems(dataset, sorted(folder.glob("*.json"))))
+    return _coco_result(*_coco_problems(dataset, list(dataset.layout.coco_merged_files())))
 
 
 @asset_check(asset=coco_dataset, blocking=True,
              description="No video in two splits of the merged export (videos can span categories).")
 def coco_dataset_no_video_leak(context: AssetCheckExecutionContext, dataset: DatasetResource) -> AssetCheckResult:
     splits_of: dict[str, set[str]] = {}
-    for path in sorted((dataset.dataset_path / "coco").glob("*.json")):
+    for path in dataset.layout.coco_merged_files():
         for image in json.loads(path.read_text(encoding="utf-8"))["images"]:
             if image.get("video_id"):
                 splits_of.setdefault(image["video_id"], set()).add(path.stem)

@@ -5,8 +5,10 @@ import json
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from samantics_dagster.defs.curate.curated_coco import curated_coco
-from samantics_dagster.core.export.coco import SPLITS, merge_coco, write_json_atomic
-from samantics_dagster.core.label.queries import load_spec
+from samantics_dagster.core.dataset.atomic import write_json_atomic
+from samantics_dagster.core.dataset.schema import TableName
+from samantics_dagster.core.export.coco import SPLITS, merge_coco
+from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.automation.conditions import EXPORT_CONDITION
 
@@ -14,9 +16,9 @@ from samantics_dagster.defs.automation.conditions import EXPORT_CONDITION
 def category_files(dataset: DatasetResource) -> dict[str, dict[str, object]]:
     """split -> category -> path of that category's file, for every category curated so far."""
     out: dict[str, dict[str, object]] = {s: {} for s in SPLITS}
-    for category in sorted(dataset.tables("curated_coco")):
+    for category in dataset.layout.table_categories(TableName.CURATED_COCO):
         for split in SPLITS:
-            path = dataset.dataset_path / "coco" / category / f"{split}.json"
+            path = dataset.layout.coco_category(category, split)
             if path.is_file():
                 out[split][category] = path
     return out
@@ -30,13 +32,12 @@ def category_files(dataset: DatasetResource) -> dict[str, dict[str, object]]:
     description="All curated_coco partitions merged: coco/train.json and coco/val.json (and test.json), ids unique across the dataset.",
 )
 def coco_dataset(context: AssetExecutionContext, dataset: DatasetResource) -> MaterializeResult:
-    spec = load_spec(dataset.dataset_path / "coco-spec.json")
+    spec = load_spec(dataset.layout.spec)
     files = category_files(dataset)
-    out = dataset.dataset_path / "coco"
     metadata: dict = {}
     with dataset.lock("coco_dataset"):  # two exports at once must not interleave their renames
         for split in SPLITS:
-            path = out / f"{split}.json"
+            path = dataset.layout.coco_merged(split)
             parts = [json.loads(p.read_text(encoding="utf-8")) for p in files[split].values()]
             if not parts:
                 if path.exists():
@@ -49,4 +50,4 @@ def coco_dataset(context: AssetExecutionContext, dataset: DatasetResource) -> Ma
             metadata[f"{split}_categories"] = MetadataValue.json(sorted(files[split]))
     total = sum(v for k, v in metadata.items() if k.endswith("_images"))
     context.log.info(f"coco_dataset: {total} images from {len(files['train'])} categories")
-    return MaterializeResult(metadata={**metadata, "path": str(out), "images": total})
+    return MaterializeResult(metadata={**metadata, "path": str(dataset.layout.coco), "images": total})

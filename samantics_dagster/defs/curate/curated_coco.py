@@ -9,12 +9,14 @@ from dagster import (
 )
 from pydantic import Field
 
-from samantics_dagster.defs.metadata import md_table
-from samantics_dagster.core.export.coco import SPLITS, build_coco, write_json_atomic
+from samantics_dagster.core.dataset.schema import CurateStatus, TableName
+from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
+from samantics_dagster.core.dataset.atomic import write_json_atomic
+from samantics_dagster.core.export.coco import SPLITS, build_coco
 from samantics_dagster.core.curate.filters import CurateSettings, curate_partition, split_of_groups
-from samantics_dagster.core.label.queries import load_spec
+from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.curate.split import parse_ratios, split_shares
-from samantics_dagster.core.dataset.tables import table_path, write_table
+from samantics_dagster.core.dataset.tables import write_table
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
 
@@ -42,6 +44,9 @@ class CurateConfig(Config):
     io_manager_key="table_io_manager",
     group_name="curate",
     kinds={"python", "parquet", "json"},
+    metadata=column_schema(TableName.CURATED_COCO),
+    # optional: a category nobody reviewed has no reviewed_labels table, and is curated from SAM3's rows alone
+    deps=["reviewed_labels"],
     description="Included/excluded per frame with its reason and split; writes coco/{category}/train.json, val.json (test.json).",
     check_specs=[AssetCheckSpec("split_ratios", asset="curated_coco", description=(
         "Each split's share of frames is within 5 points of its target, or within the share of the largest "
@@ -55,20 +60,20 @@ def curated_coco(
     returns no value: the IO manager only reads it."""
     category = context.partition_key
     settings = config.settings()
-    spec = load_spec(dataset.dataset_path / "coco-spec.json")
+    spec = load_spec(dataset.layout.spec)
     # Splits are sticky across the dataset: the lock keeps two categories from giving one video two splits.
     with dataset.lock("splits"):
-        previous = split_of_groups(dataset.tables("curated_coco"), skip=category if config.resplit else None)
-        curated = curate_partition(sam3_labels, deduped_images, spec, settings, previous, category=category)
-        write_table(curated.table, table_path(dataset.dataset_path, "curated_coco", category))
+        previous = split_of_groups(dataset.tables(TableName.CURATED_COCO), skip=category if config.resplit else None)
+        curated = curate_partition(sam3_labels, deduped_images, spec, settings, previous, category=category,
+                                   reviewed=dataset.table("reviewed_labels", category))
+        write_table(curated.table, dataset.layout.table(TableName.CURATED_COCO, category))
     if curated.resplit_videos:
         context.log.warning(f"{len(curated.resplit_videos)} videos were in a split these ratios lack and were split "
                             f"again (e.g. {curated.resplit_videos[:3]}); the coco_dataset leak check will flag any "
                             "that another category keeps in the old split")
-    folder = dataset.dataset_path / "coco" / category
     counts = {}
     for split in SPLITS:
-        path = folder / f"{split}.json"
+        path = dataset.layout.coco_category(category, split)
         if split in curated.frames:
             coco = build_coco(spec, curated.frames[split])
             write_json_atomic(coco, path)
@@ -76,8 +81,8 @@ def curated_coco(
         elif path.exists():  # a split that is no longer asked for must not linger for a trainer to find
             path.unlink()
     table = curated.table
-    included = table[table["status"] == "included"]
-    excluded = table[table["status"] == "excluded"]
+    included = table[table["status"] == CurateStatus.INCLUDED]
+    excluded = table[table["status"] == CurateStatus.EXCLUDED]
     per_class = Counter()
     for frames in curated.frames.values():
         per_class.update(int(i["category_id"]) for f in frames for i in f.instances)
@@ -86,6 +91,7 @@ def curated_coco(
     context.log.info(f"{category}: {len(included)} of {len(table)} frames included; " +
                      ", ".join(f"{s} {n} images / {a} annotations" for s, (n, a) in counts.items()))
     return MaterializeResult(check_results=[split_ratio_check(included, settings.ratios)], metadata={
+        **table_metadata(TableName.CURATED_COCO, table),
         "included": len(included),
         "excluded": len(excluded),
         "excluded_by_reason": MetadataValue.json({str(k): int(v) for k, v in excluded["reason"].value_counts().items()}),
@@ -95,7 +101,7 @@ def curated_coco(
         "split_shares": MetadataValue.json({s: round(v, 4) for s, v in shares.items()}),
         "videos": int(included["video_id"].nunique()),
         "annotations_per_class": MetadataValue.json({names.get(k, str(k)): v for k, v in sorted(per_class.items())}),
-        "coco_files": MetadataValue.json({s: str(folder / f"{s}.json") for s in counts}),
+        "coco_files": MetadataValue.json({s: str(dataset.layout.coco_category(category, s)) for s in counts}),
         "largest_exclusions": md_table(excluded[["rel_path", "reason"]]),
     })
 

@@ -3,6 +3,7 @@
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
+from samantics_dagster.core.dataset.schema import DedupeStatus, TableName
 from samantics_dagster.core.dedupe.audit import near_duplicate_violations
 from samantics_dagster.defs.ingest.dedupe import deduped_images
 from samantics_dagster.defs.metadata import md_table
@@ -16,7 +17,7 @@ def accepted_frames_in_store(
     context: AssetCheckExecutionContext, dataset: DatasetResource, deduped_images: pd.DataFrame
 ) -> AssetCheckResult:
     store = dataset.store()
-    accepted = deduped_images[deduped_images["status"] == "accepted"]
+    accepted = deduped_images[deduped_images["status"] == DedupeStatus.ACCEPTED]
     missing = [h for h in accepted["dhash"] if not store.has(h)]
     return AssetCheckResult(
         passed=not missing,
@@ -29,9 +30,9 @@ def accepted_frames_in_store(
 @asset_check(asset=deduped_images, partitions_def=category_partitions,
              description="No two accepted frames in the whole dataset are within the dhash threshold.")
 def no_near_duplicates_accepted(context: AssetCheckExecutionContext, dataset: DatasetResource) -> AssetCheckResult:
-    tables = dataset.tables("deduped_images")
+    tables = dataset.tables(TableName.DEDUPED_IMAGES)
     violations = near_duplicate_violations(tables)
-    n_accepted = sum(int((t["status"] == "accepted").sum()) for t in tables.values())
+    n_accepted = sum(int((t["status"] == DedupeStatus.ACCEPTED).sum()) for t in tables.values())
     return AssetCheckResult(
         passed=violations.empty,
         severity=AssetCheckSeverity.WARN,

@@ -4,7 +4,8 @@
 import pandas as pd
 from dagster import AssetExecutionContext, Output, asset
 
-from samantics_dagster.defs.metadata import md_table
+from samantics_dagster.core.dataset.schema import TableName
+from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.core.workdir.catalog import frames_to_table, scan_category
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
@@ -21,6 +22,7 @@ def largest_videos(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     io_manager_key="table_io_manager",
     group_name="ingest",
     kinds={"python", "parquet"},
+    metadata=column_schema(TableName.INGRESS_FRAMES),
     description="One row per frame file under {GRABBY_WORKDIR}/{source}/{category}/ (stat only, never written).",
 )
 def ingress_frames(context: AssetExecutionContext, dataset: DatasetResource) -> Output[pd.DataFrame]:
@@ -40,6 +42,7 @@ def ingress_frames(context: AssetExecutionContext, dataset: DatasetResource) -> 
     return Output(
         table,
         metadata={
+            **table_metadata(TableName.INGRESS_FRAMES, table),
             "frames": len(table),
             "sources": int(table["source"].nunique()),
             "videos": int(table.dropna(subset=["video_id"]).groupby(["source", "video_id"]).ngroups),

@@ -2,6 +2,7 @@
 
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
+from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.dataset.tables import write_jsonl
 from samantics_dagster.core.label.pipeline import labels_jsonl_records
 from samantics_dagster.defs.automation.conditions import EXPORT_CONDITION
@@ -18,8 +19,8 @@ from samantics_dagster.defs.resources.dataset import DatasetResource
                 "`samantics stats|split|to-coco` and the old scripts.",
 )
 def labels_jsonl(context: AssetExecutionContext, dataset: DatasetResource) -> MaterializeResult:
-    path = dataset.dataset_path / "labels.jsonl"
+    path = dataset.layout.labels_jsonl
     with dataset.lock("labels.jsonl"):  # two rebuilds at once must not interleave their renames
-        n = write_jsonl(labels_jsonl_records(dataset.tables("sam3_labels")), path)
+        n = write_jsonl(labels_jsonl_records(dataset.tables(TableName.SAM3_LABELS)), path)
     context.log.info(f"labels.jsonl: {n} records")
     return MaterializeResult(metadata={"path": str(path), "records": n})

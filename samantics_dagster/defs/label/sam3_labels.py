@@ -8,14 +8,15 @@ from dagster import (
 )
 from pydantic import Field
 
-from samantics_dagster.defs.metadata import md_table
+from samantics_dagster.core.dataset.schema import DedupeStatus, LabelStatus, TableName
+from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.core.label.pipeline import (
     PASSENGER, LabelResult, LabelSettings, label_partition, load_image, make_segmenter,
 )
 from samantics_dagster.core.label.preview import previews_markdown, render_preview
 from samantics_dagster.core.progress import ProgressLog
-from samantics_dagster.core.label.queries import load_queries, load_spec, truncate_queries
-from samantics_dagster.core.dataset.tables import table_path
+from samantics_dagster.core.label.queries import load_queries, truncate_queries
+from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.resources.sam3 import Sam3Resource
@@ -23,7 +24,7 @@ from samantics_dagster.defs.resources.sam3 import Sam3Resource
 
 def _previews(table: pd.DataFrame, dataset: DatasetResource, names: dict[int, str], n: int = 3) -> str:
     """A few of the frames with the most detections, drawn."""
-    rows = table[(table.status == "done") & (table.n_instances > 0)].sort_values("n_instances", ascending=False).head(n)
+    rows = table[(table.status == LabelStatus.DONE) & (table.n_instances > 0)].sort_values("n_instances", ascending=False).head(n)
     store = dataset.store()
     shots = []
     for row in rows.itertuples():
@@ -59,6 +60,10 @@ class LabelConfig(Config):
     relation_rules: bool = Field(True, description="person inside car -> passenger (only if the spec has `passenger`).")
     image_batch: int = Field(4, ge=1, description="Images through the vision encoder at once.")
     pair_chunk: int = Field(32, ge=1, description="(image, prompt) pairs through the heads at once.")
+    upsample_budget_mb: float | None = Field(None, gt=0, description=(
+        "Device memory for upsampling kept masks to full size, per chunk (masks are upsampled and run-length "
+        "encoded a chunk at a time; same output for any value). Empty: 2048 on CUDA, 32 on the CPU. Lower it "
+        "if huge frames (100 MP, 150 instances) run out of GPU memory."))
     retry_failed: bool = Field(False, description="Label again the images whose last attempt failed.")
     relabel_imported: bool = Field(False, description="Label again the images whose labels came from `samantics import-legacy`.")
     post_workers: int = Field(1, ge=0, description="Threads turning masks into RLE while the next batch is on the GPU (0: serial).")
@@ -71,7 +76,7 @@ class LabelConfig(Config):
             score_thresh=self.score_thresh, category_thresh=dict(self.category_thresh),
             nms_iou=None if self.nms_iou >= 1 else self.nms_iou, max_detections=self.max_detections,
             relation_rules=(PASSENGER,) if self.relation_rules else (), image_batch=self.image_batch,
-            pair_chunk=self.pair_chunk,
+            pair_chunk=self.pair_chunk, upsample_budget_mb=self.upsample_budget_mb,
         )
 
 
@@ -81,6 +86,7 @@ class LabelConfig(Config):
     group_name="label",
     kinds={"pytorch", "parquet"},
     pool="gpu",
+    metadata=column_schema(TableName.SAM3_LABELS),
     op_tags={"dagster-k8s/config": K8S_GPU_CONFIG},
     description="SAM3 on every accepted image of the category: one row per image, instances as JSON (boxes XYXY, scores, RLE).",
     check_specs=[AssetCheckSpec("labels_failure_share", asset="sam3_labels", blocking=True, description=(
@@ -96,27 +102,27 @@ def sam3_labels(
     category = context.partition_key
     settings = config.settings()
     # Spec and queries are checked before any model work: a typo fails in a second, not after loading 3 GB.
-    spec = load_spec(dataset.dataset_path / "coco-spec.json")
+    spec = load_spec(dataset.layout.spec)
     names = {c.name for c in spec.categories}
     derived = [r.becomes for r in settings.relation_rules if {r.subject, r.container, r.becomes} <= names]
-    queries = load_queries(spec, dataset.dataset_path / "sam-queries.yaml", derived=derived)
+    queries = load_queries(spec, dataset.layout.queries, derived=derived)
     loaded = sam3.load()
     tokenizer = loaded.processor.tokenizer
     queries, warnings = truncate_queries(queries, lambda text: len(tokenizer(text).input_ids) - 2)
     for warning in warnings:
         context.log.warning(warning)
     labeler = settings.labeler(loaded.fingerprint, queries)
-    accepted = deduped_images[deduped_images["status"] == "accepted"]
+    accepted = deduped_images[deduped_images["status"] == DedupeStatus.ACCEPTED]
     context.log.info(f"{category}: {len(accepted)} accepted images, {len(queries.queries)} prompts, labeler {labeler}")
     result = label_partition(
         accepted, dataset.store(), make_segmenter(loaded, queries, spec, settings), labeler,
-        table_path=table_path(dataset.dataset_path, "sam3_labels", category), image_batch=settings.image_batch,
+        table_path=dataset.layout.table(TableName.SAM3_LABELS, category), image_batch=settings.image_batch,
         retry_failed=config.retry_failed, relabel_imported=config.relabel_imported, post_workers=config.post_workers,
         progress=ProgressLog(context.log.info, f"label {category}", "images"),
-        log=context.log.info,
+        log=context.log.info, after_part=sam3.after_part,
     )
     table = result.table
-    failed = table[table.status == "failed"]
+    failed = table[table.status == LabelStatus.FAILED]
     by_name = {str(c.id): c.name for c in spec.categories}
     device = loaded.device
     gpu = "cpu"
@@ -127,8 +133,9 @@ def sam3_labels(
     return MaterializeResult(
         check_results=[failure_share_check(result, config.max_failed_share)],
         metadata={
+            **table_metadata(TableName.SAM3_LABELS, table),
             "previews": MetadataValue.md(_previews(table, dataset, {c.id: c.name for c in spec.categories})),
-            "done": int((table.status == "done").sum()),
+            "done": int((table.status == LabelStatus.DONE).sum()),
             "failed": len(failed),
             "labelled_this_run": result.labelled,
             "reused": result.reused,
@@ -137,6 +144,8 @@ def sam3_labels(
             "images_per_s": round(result.labelled / result.seconds, 2) if result.seconds > 0 else 0.0,
             "postprocess_s": round(result.post_seconds, 2),
             "postprocess_not_hidden_s": round(result.post_wait_seconds, 2),
+            "stage_seconds": MetadataValue.json({k: round(v, 2) for k, v in result.stage_seconds.items()}),
+            "slowest_stage": result.slowest_stage,
             "device": gpu,
             "model_fingerprint": loaded.fingerprint,
             "queries_fingerprint": queries.fingerprint(),
@@ -150,7 +159,7 @@ def sam3_labels(
 def failure_share_check(result: LabelResult, bound: float) -> AssetCheckResult:
     share = result.failed_share
     table = result.table
-    errors = table.loc[table.status == "failed", "error"].value_counts().head(3)
+    errors = table.loc[table.status == LabelStatus.FAILED, "error"].value_counts().head(3)
     return AssetCheckResult(
         check_name="labels_failure_share",
         passed=share <= bound,

@@ -4,11 +4,14 @@
 from pathlib import Path
 
 import pandas as pd
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from filelock import FileLock
+from pydantic import PrivateAttr
 
 from samantics_dagster.core.dataset.store import ImageStore, dataset_lock
-from samantics_dagster.core.dataset.tables import read_all, read_table, table_path
+from samantics_dagster.core.dataset.layout import DatasetLayout
+from samantics_dagster.core.dataset.schema import TableName
+from samantics_dagster.core.dataset.tables import read_all, read_table
 
 
 class DatasetResource(ConfigurableResource):
@@ -19,10 +22,31 @@ class DatasetResource(ConfigurableResource):
 
     dataset_dir: str
     grabby_workdir: str
+    _guard: object = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """In a run (not a sensor): its lease, dead runs healed, its category owned (``run_guard``)."""
+        run = context.dagster_run
+        if run is None or context.instance is None:
+            return
+        from samantics_dagster.defs.resources.run_guard import enter_run
+
+        self._guard = enter_run(context.instance, self.dataset_path, run.run_id, run.tags.get("dagster/partition"),
+                                context.log.info if context.log else print)
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._guard is not None:
+            self._guard.release()
+            self._guard = None
 
     @property
     def dataset_path(self) -> Path:
         return Path(self.dataset_dir)
+
+    @property
+    def layout(self) -> DatasetLayout:
+        """Every path under DATASET_DIR (``core.dataset.layout``)."""
+        return DatasetLayout(self.dataset_path)
 
     @property
     def workdir_path(self) -> Path:
@@ -34,9 +58,9 @@ class DatasetResource(ConfigurableResource):
     def lock(self, name: str) -> FileLock:
         return dataset_lock(self.dataset_path, name)
 
-    def table(self, asset: str, category: str) -> pd.DataFrame | None:
+    def table(self, asset: TableName | str, category: str) -> pd.DataFrame | None:
         """A partition's last written table (``None`` before its first materialisation)."""
-        return read_table(table_path(self.dataset_path, asset, category))
+        return read_table(self.layout.table(asset, category))
 
-    def tables(self, asset: str) -> dict[str, pd.DataFrame]:
-        return read_all(self.dataset_path, asset)
+    def tables(self, asset: TableName | str, columns: list[str] | None = None) -> dict[str, pd.DataFrame]:
+        return read_all(self.dataset_path, asset, columns=columns)

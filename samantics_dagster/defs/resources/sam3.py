@@ -31,6 +31,10 @@ class Sam3Resource(ConfigurableResource):
 
         return resolve_model_dir(Path(self.model_cache), self.repo_id)
 
+    def after_part(self, parts_written: int) -> None:
+        """Called once each finished batch is on disk (``label_partition``'s ``after_part``); nothing here.
+        The kill test's resource (``tests/label_kill_defs.py``) blocks in it to die at a known batch."""
+
     def load(self) -> "LoadedSam3":
         from samantics_dagster.core.label.model import load_sam3
 

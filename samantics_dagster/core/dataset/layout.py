@@ -1,0 +1,119 @@
+"""Every path under ``DATASET_DIR``, built in one place (``../shared/DESIGN.md``, "Dataset layout").
+
+Other tools rely on these paths (trainers read ``coco/``, the old scripts ``labels.jsonl``), so nothing else
+in the package joins a dataset path by hand: it asks a :class:`DatasetLayout`.
+
+    {DATASET_DIR}/
+      coco-spec.json, sam-queries.yaml      taxonomy and SAM3 text queries
+      images/{dhash}.jpg                    content-addressable store of accepted frames
+      tables/{asset}/{category}.parquet     per-frame tables; tables/sam3_labels/.parts/{category}/ in flight
+      labels.jsonl                          every category's labels (the old tools' file)
+      coco/{category}/{split}.json          curated_coco per category
+      coco/{split}.json                     coco_dataset: all categories merged
+      export/yolo/                          yolo_dataset
+      .locks/{name}.lock                    file locks shared by every process writing {name}
+      .index/claims/{category}.tsv          dedupe's journal of stored frames not yet in a table
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from samantics_dagster.core.dataset.schema import SPLITS, TableName
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    root: Path
+
+    def __init__(self, root: Path | str) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    # taxonomy and prompts
+    @property
+    def spec(self) -> Path:
+        return self.root / "coco-spec.json"
+
+    @property
+    def queries(self) -> Path:
+        return self.root / "sam-queries.yaml"
+
+    # the image store
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    def image(self, dhash: str) -> Path:
+        return self.images / f"{dhash}.jpg"
+
+    # per-frame tables
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    def table_dir(self, table: TableName | str) -> Path:
+        return self.tables / str(table)
+
+    def table(self, table: TableName | str, category: str) -> Path:
+        return self.table_dir(table) / f"{category}.parquet"
+
+    def table_categories(self, table: TableName | str) -> list[str]:
+        """Categories with a written table, sorted."""
+        folder = self.table_dir(table)
+        return sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
+
+    def label_parts(self, category: str) -> Path:
+        """Batch parts of a labelling run in flight (merged into the table when the run ends)."""
+        return parts_dir(self.table(TableName.SAM3_LABELS, category))
+
+    # dataset-wide files
+    @property
+    def labels_jsonl(self) -> Path:
+        return self.root / "labels.jsonl"
+
+    @property
+    def coco(self) -> Path:
+        return self.root / "coco"
+
+    def coco_category_dir(self, category: str) -> Path:
+        return self.coco / category
+
+    def coco_category(self, category: str, split: str) -> Path:
+        return self.coco_category_dir(category) / f"{split}.json"
+
+    def coco_merged(self, split: str) -> Path:
+        return self.coco / f"{split}.json"
+
+    def coco_merged_files(self) -> Iterator[Path]:
+        """The merged split files that exist, in split order."""
+        return (p for p in (self.coco_merged(s) for s in SPLITS) if p.is_file())
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "export"
+
+    @property
+    def yolo(self) -> Path:
+        return self.exports / "yolo"
+
+    # coordination between processes
+    @property
+    def locks(self) -> Path:
+        return self.root / ".locks"
+
+    def lock(self, name: str) -> Path:
+        return self.locks / f"{name}.lock"
+
+    @property
+    def index(self) -> Path:
+        return self.root / ".index"
+
+    def claims(self, category: str) -> Path:
+        return self.index / "claims" / f"{category}.tsv"
+
+
+def parts_dir(table_path: Path) -> Path:
+    """Where the parts of a table written in batches live until merged: ``{table dir}/.parts/{category}/``."""
+    return table_path.parent / ".parts" / table_path.stem

@@ -1,0 +1,169 @@
+"""The dataset contract's vocabulary: table names, statuses, reasons, splits, and each table's columns.
+
+Everything that reads or writes a per-frame table, or shows it in Dagster's UI, takes its names and dtypes
+from here: the writers cast through :meth:`TableSchema.frame`, the readers compare against the enums, and
+``dagster/column_schema`` is built from :attr:`TableSchema.columns`. The enums are ``StrEnum``, so a value
+compares equal to the plain string stored in parquet (``table.status == LabelStatus.DONE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+import pandas as pd
+
+
+class TableName(StrEnum):
+    """Per-frame tables, named after the partitioned asset that owns them (``tables/{name}/{category}.parquet``)."""
+
+    INGRESS_FRAMES = "ingress_frames"
+    DEDUPED_IMAGES = "deduped_images"
+    SAM3_LABELS = "sam3_labels"
+    CURATED_COCO = "curated_coco"
+
+
+class DedupeStatus(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class DedupeReason(StrEnum):
+    """Why a frame was rejected (an accepted frame has no reason)."""
+
+    EXACT = "exact"                # the same bytes as an earlier frame
+    DHASH = "dhash"                # within the dhash threshold of an accepted frame anywhere in the dataset
+    ORB = "orb"                    # ORB + geometry: the same view as a recent frame of its video
+    DECODE_ERROR = "decode_error"  # the file can't be decoded (detail says why and what to do)
+    UNPARSED = "unparsed"          # the file name is not {video_id}_{timestamp_ms}.jpg
+
+
+BAD_INPUT_REASONS = (DedupeReason.DECODE_ERROR, DedupeReason.UNPARSED)
+
+
+class LabelStatus(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+
+
+class CurateStatus(StrEnum):
+    INCLUDED = "included"
+    EXCLUDED = "excluded"
+
+
+class CurateReason(StrEnum):
+    """Why a labelled frame is not in the export."""
+
+    NOT_LABELLED = "not_labelled"
+    LABEL_FAILED = "label_failed"
+    NO_DETECTIONS = "no_detections"
+    BELOW_MIN_SCORE = "below_min_score"
+    NOT_CHOSEN = "not_chosen"      # none of its classes is in `categories`
+    UNUSABLE = "unusable"          # only empty masks or sub-pixel boxes, which trainers drop
+    PERSON_ONLY = "person_only"
+
+
+class Split(StrEnum):
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
+
+
+SPLITS: tuple[str, ...] = tuple(s.value for s in Split)
+
+IMPORTED_PREFIX = "imported:"
+"""Prefix of ``labeler`` (sam3_labels) and ``settings`` (deduped_images) on rows brought in by
+``samantics import-legacy``: decisions taken by an older pipeline, kept as done unless asked otherwise."""
+
+
+def is_imported(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(IMPORTED_PREFIX)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str  # a pandas dtype: "string", "Int64" (nullable), "int64"
+    description: str
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """One table's columns in order, their dtypes, and the key its rows are sorted by."""
+
+    name: TableName
+    columns: tuple[Column, ...]
+    key: str
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def frame(self, rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
+        """Rows (dicts or a frame) as this table: declared columns in order, declared dtypes, sorted by key."""
+        df = rows.reindex(columns=self.names) if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=self.names)
+        for col in self.columns:
+            df[col.name] = pd.array(df[col.name], dtype=col.dtype) if col.dtype == "Int64" else df[col.name].astype(col.dtype)
+        return df.sort_values(self.key, ignore_index=True)
+
+
+def _cols(*spec: tuple[str, str, str]) -> tuple[Column, ...]:
+    return tuple(Column(*c) for c in spec)
+
+
+_S, _I, _N = "string", "Int64", "int64"
+
+INGRESS_FRAMES = TableSchema(TableName.INGRESS_FRAMES, _cols(
+    ("rel_path", _S, "frame path relative to GRABBY_WORKDIR: {source}/{category}/{video_id}_{timestamp_ms}.jpg"),
+    ("source", _S, "grabby source folder (youtube, vimeo...)"),
+    ("category", _S, "category folder: the partition key"),
+    ("video_id", _S, "from the file name; null when it does not parse"),
+    ("timestamp_ms", _I, "from the file name; null when it does not parse"),
+    ("bytes", _N, "file size"),
+    ("mtime_ns", _N, "file mtime: with the size, the frame's fingerprint for re-runs"),
+    ("parse_error", _S, "why the name does not parse, and how to fix it"),
+), key="rel_path")
+
+DEDUPED_IMAGES = TableSchema(TableName.DEDUPED_IMAGES, _cols(
+    ("rel_path", _S, "frame path relative to GRABBY_WORKDIR"),
+    ("source", _S, "grabby source folder"),
+    ("video_id", _S, "video the frame is from"),
+    ("timestamp_ms", _I, "position in the video"),
+    ("bytes", _N, "file size when decided"),
+    ("mtime_ns", _N, "file mtime when decided"),
+    ("content_hash", _S, "digest of the file's bytes (exact duplicates)"),
+    ("status", _S, "accepted | rejected"),
+    ("reason", _S, "exact | dhash | orb | decode_error | unparsed (rejected rows)"),
+    ("dup_of", _S, "rel_path or dhash of the frame this one duplicates"),
+    ("detail", _S, "distances behind the decision, or the error and its fix"),
+    ("dhash", _S, "64-bit difference hash, 16 hex chars: the name in images/"),
+    ("width", _I, "pixels"),
+    ("height", _I, "pixels"),
+    ("dhash_threshold", _I, "the threshold this frame was judged with"),
+    ("settings", _S, "fingerprint of the dedupe settings (imported:... for legacy rows)"),
+), key="rel_path")
+
+SAM3_LABELS = TableSchema(TableName.SAM3_LABELS, _cols(
+    ("dhash", _S, "the image: images/{dhash}.jpg"),
+    ("rel_path", _S, "the frame it was accepted from"),
+    ("status", _S, "done | failed"),
+    ("error", _S, "why labelling failed"),
+    ("n_instances", _I, "instances kept"),
+    ("instances", _S, "JSON list of {category_id, bbox_xyxy, score, rle{size,counts}, area}"),
+    ("labeler", _S, "model + queries + thresholds fingerprint (imported:... for legacy rows)"),
+    ("width", _I, "pixels"),
+    ("height", _I, "pixels"),
+), key="dhash")
+
+CURATED_COCO = TableSchema(TableName.CURATED_COCO, _cols(
+    ("dhash", _S, "the image"),
+    ("rel_path", _S, "the frame it was accepted from"),
+    ("video_id", _S, "the video: the unit of the split"),
+    ("status", _S, "included | excluded"),
+    ("reason", _S, "why excluded"),
+    ("split", _S, "train | val | test (included rows)"),
+    ("n_annotations", _I, "annotations in the COCO export"),
+), key="dhash")
+
+TABLES: dict[TableName, TableSchema] = {t.name: t for t in (INGRESS_FRAMES, DEDUPED_IMAGES, SAM3_LABELS, CURATED_COCO)}

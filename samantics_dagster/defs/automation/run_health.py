@@ -1,0 +1,39 @@
+"""Dead run workers, failed through Dagster's own API so retries and slot release follow its rules.
+
+Dagster's run monitoring notices a dead worker only when its launcher can check workers (Docker, k8s) or
+when the code server that launched it sees its subprocess die. A run started by ``dagster asset
+materialize`` (in process, launched by nothing) that is SIGKILLed stays STARTED with its ``gpu`` /
+``dedupe`` pool slots, and every later step of that pool waits forever. The evidence and the verdict are
+``core.health.liveness`` (each worker holds a flock lease in the dataset folder); this module gathers the
+evidence from the instance, and fails a dead run with ``report_run_failed`` (the retry daemon then
+retries it, as it would any failed run) and frees its slots at once.
+
+Three entry points: the ``run_health_sensor`` (under the daemon), :func:`heal_before_run` (each run's
+worker, when it starts, so the CLI path heals without a daemon) and ``samantics release-dead-runs``.
+"""
+
+from __future__ import annotations
+
+from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
+
+from samantics_dagster.defs.automation.dead_runs import heal
+from samantics_dagster.defs.resources.dataset import DatasetResource
+from samantics_dagster.defs.settings import settings
+
+
+@sensor(
+    name="run_health_sensor",
+    minimum_interval_seconds=10,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Fails STARTED runs whose worker is gone (SIGKILLed, OOM-killed, a CLI run whose terminal "
+                "closed) and frees their pool slots at once; run_retries then retries them.",
+)
+def run_health_sensor(context: SensorEvaluationContext, dataset: DatasetResource):
+    if settings().executor == "k8s":
+        # step pods come and go within one run (no lease between steps); K8sRunLauncher checks its workers
+        return SkipReason("SAMANTICS_EXECUTOR=k8s: Dagster's run monitoring checks the run workers")
+    instance = context.instance
+    healed = heal(instance, dataset.dataset_path, "run_health_sensor", context.log.warning)
+    if not healed:
+        return SkipReason("no STARTED run with a dead worker")
+    return SkipReason(f"failed {len(healed)} dead runs: {', '.join(d.run_id for d in healed)}")

@@ -1,0 +1,113 @@
+"""``review_tasks``: the category's frames most worth a person's look, sent to Label Studio with SAM3's labels."""
+
+import json
+
+import pandas as pd
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from samantics_dagster.core.dataset.spec import Spec, load_spec
+from samantics_dagster.core.dataset.tables import write_table
+from samantics_dagster.core.label.pipeline import PASSENGER
+from samantics_dagster.core.review.loop import ensure_project, send_frames
+from samantics_dagster.core.review.triage import RelationPair, TriageSettings, triage_frames
+from samantics_dagster.defs.metadata import md_table
+from samantics_dagster.defs.partitions import category_partitions
+from samantics_dagster.defs.resources.dataset import DatasetResource
+from samantics_dagster.defs.review.resources import LabelStudioResource
+
+REVIEW_TASKS, REVIEWED_LABELS, REVIEW_AGREEMENT = "review_tasks", "reviewed_labels", "review_agreement"
+
+
+class ReviewTasksConfig(Config):
+    """Which frames count as uncertain (thresholds as in sam3_labels' config) and how many to send."""
+
+    score_thresh: float = Field(0.5, ge=0.0, le=1.0, description="sam3_labels' score_thresh: the band starts here.")
+    category_thresh: dict[str, float] = Field(default_factory=dict, description="sam3_labels' per-category thresholds.")
+    band: float = Field(0.1, ge=0.0, le=1.0, description="Scores in [threshold, threshold + band) are borderline.")
+    overlap_iou: float = Field(0.3, ge=0.0, le=1.0, description="Kept masks of different classes overlapping above this.")
+    relation_margin: float = Field(0.1, ge=0.0, le=1.0, description="Containment this close to a relation rule's thresholds.")
+    rare_max_instances: int = Field(3, ge=0, description="A class with at most this many instances in the category is rare.")
+    audit_share: float = Field(0.05, ge=0.0, le=1.0, description="Random share of done frames sent for an unbiased measure.")
+    seed: int = Field(0, description="Seed of the audit draw (a frame's draw never changes as frames are added).")
+    max_tasks: int = Field(200, ge=0, description="New tasks per run, highest priority first.")
+    recreate_project: bool = Field(False, description="The recorded project was deleted: send the unreviewed frames to a new one.")
+
+    def settings(self, spec: Spec) -> TriageSettings:
+        ids = {c.name: c.id for c in spec.categories}
+        relations: tuple[RelationPair, ...] = ()
+        if {PASSENGER.subject, PASSENGER.container, PASSENGER.becomes} <= ids.keys():
+            relations = (RelationPair(frozenset({ids[PASSENGER.subject], ids[PASSENGER.becomes]}), ids[PASSENGER.container],
+                                      (PASSENGER.loose_containment, PASSENGER.min_containment)),)
+        unknown = sorted(set(self.category_thresh) - ids.keys())
+        if unknown:
+            raise ValueError(f"review_tasks config: category_thresh names {unknown}, not in coco-spec.json")
+        return TriageSettings(score_thresh=self.score_thresh, band=self.band, overlap_iou=self.overlap_iou,
+                              category_thresh={ids[k]: v for k, v in self.category_thresh.items()},
+                              relation_margin=self.relation_margin, relations=relations,
+                              rare_max_instances=self.rare_max_instances, audit_share=self.audit_share, seed=self.seed)
+
+
+@asset(
+    partitions_def=category_partitions,
+    io_manager_key="table_io_manager",
+    group_name="review",
+    kinds={"python", "parquet"},
+    description="Triage of sam3_labels (borderline scores, overlaps, relation decisions near a threshold, rare "
+                "classes, a seeded audit share) sent to a Label Studio project with SAM3's instances as "
+                "pre-annotations; one row per task sent (never sent twice).",
+)
+def review_tasks(context: AssetExecutionContext, config: ReviewTasksConfig, dataset: DatasetResource,
+                 label_studio: LabelStudioResource, sam3_labels: pd.DataFrame) -> MaterializeResult:
+    """Writes its own table after every batch sent (a failure mid-run keeps what was sent), so it returns
+    no value: the IO manager only reads the table for reviewed_labels."""
+    category = context.partition_key
+    layout = dataset.layout
+    spec = load_spec(layout.spec)
+    path = layout.table(REVIEW_TASKS, category)
+    previous = dataset.table(REVIEW_TASKS, category)
+    reviewed = dataset.table(REVIEWED_LABELS, category)
+    chosen = triage_frames(sam3_labels, config.settings(spec))
+    names = {c.id: c.name for c in spec.categories}
+    with label_studio.client() as client:
+        project_id, created, rows = ensure_project(
+            client, label_studio.project_title(category), [c.name for c in spec.categories], previous,
+            label_studio.storage_path(dataset.dataset_path), config.recreate_project)
+        result = send_frames(
+            client, project_id, category, chosen, sam3_labels, rows, names,
+            lambda d: label_studio.image_url(dataset.dataset_path, d),
+            skip=set(reviewed["dhash"]) if reviewed is not None else set(), max_tasks=config.max_tasks,
+            write=lambda df: write_table(df, path))
+    table = result.table
+    write_table(table, path)
+    reasons: dict[str, int] = {}
+    for t in chosen:
+        for r in t.reasons:
+            reasons[r] = reasons.get(r, 0) + 1
+    context.log.info(f"{category}: {result.sent} tasks sent, {result.adopted} adopted, {len(table)} in project "
+                     f"{project_id} ({label_studio.url}); triage chose {len(chosen)} of {len(sam3_labels)} frames")
+    return MaterializeResult(metadata={
+        "project_id": project_id,
+        "project_created": created,
+        "label_studio_url": label_studio.url,
+        "sent_this_run": result.sent,
+        "adopted": result.adopted,
+        "tasks": len(table),
+        "triaged": len(chosen),
+        "frames_by_reason": MetadataValue.json(reasons),
+        "audit_frames": int(table["audit"].sum()) if len(table) else 0,
+        "dagster/row_count": len(table),
+        "top_priorities": md_table(table.sort_values("priority", ascending=False)[["rel_path", "task_id", "priority", "reasons"]]),
+    })
+
+
+def spec_ids(spec: Spec) -> dict[str, int]:
+    return {c.name: c.id for c in spec.categories}
+
+
+def outcome_counts(agreement: pd.DataFrame) -> dict[str, int]:
+    return {str(k): int(v) for k, v in agreement["outcome"].value_counts().items()} if len(agreement) else {}
+
+
+def dumps(obj: object) -> str:
+    return json.dumps(obj, sort_keys=True)

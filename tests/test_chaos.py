@@ -1,0 +1,243 @@
+"""Chaos: run workers SIGKILLed at random points of every stage, under a real daemon; nothing released by hand.
+
+A ``dagster-daemon`` runs on the project's ``dagster.yaml``. Each category gets one ``category_pipeline``
+run (``dagster/max_retries`` = its planned kills); each planned kill waits for its stage's step to start in
+the category's live run, sleeps a seeded random moment and SIGKILLs the worker. Dagster (the code server,
+run monitoring, run_retries) and ``run_health_sensor`` must fail the run, free its pool slots and retry it
+from the failed step; the last retry is left alone and finishes. Then the merged export gets the same
+treatment. The dataset must equal a clean run's (tables, store, COCO files), with no temp or part files,
+no run left STARTED, no pool slot claimed, and at most 2 batches relabelled per labelling kill.
+
+``SAMANTICS_CHAOS_SEED`` reproduces a run (the seed is in the failure message).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.dagster_harness import (
+    DagsterProcess, add_partitions, build_env, fresh_instance, launch, wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+CATEGORIES = ("gym", "kitchen")
+# per category: stages in pipeline order (a retry restarts at the failed step, so later kills come later)
+PLAN = ("deduped_images", "deduped_images", "sam3_labels", "sam3_labels", "curated_coco")
+# the export's two steps don't depend on each other (a retry may hold only one): kill whichever runs
+EXPORT_PLAN = ("*", "*")
+IMAGE_BATCH = 4  # LabelConfig.image_batch's default
+TABLES = ("ingress_frames", "deduped_images", "sam3_labels", "curated_coco")
+T0 = time.time()
+
+
+def _reference(root: Path, env: dict[str, str]) -> subprocess.Popen:
+    """The clean run: every category then the export, in one process, no daemon, no kills."""
+    code = ("from samantics_dagster.cli.main import materialize_all; "
+            f"materialize_all({list(CATEGORIES)!r}, show_progress=False)")
+    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _live_run(instance, tags: dict[str, str], dead: set[str]):
+    from dagster import DagsterRunStatus, RunsFilter
+
+    for run in instance.get_runs(RunsFilter(tags=tags)):
+        if run.run_id not in dead and run.status not in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+            return run
+    return None
+
+
+def _started_step(instance, run_id: str, step: str):
+    """(pid, still running) of ``step`` in the run, once it started."""
+    from dagster import DagsterEventType
+
+    pid, ended = None, False
+    for rec in instance.get_records_for_run(run_id).records:
+        ev = rec.event_log_entry.dagster_event
+        if ev is None or ev.step_key is None or (step != "*" and ev.step_key != step):
+            continue
+        if ev.event_type == DagsterEventType.STEP_START:
+            pid = ev.pid
+        elif ev.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            ended = True
+    return (pid, not ended) if pid else None
+
+
+def _running_step(instance, run_id: str) -> str:
+    """The step that had started and not ended when the worker died."""
+    from dagster import DagsterEventType
+
+    started: list[str] = []
+    for rec in instance.get_records_for_run(run_id).records:
+        ev = rec.event_log_entry.dagster_event
+        if ev is not None and ev.step_key and ev.event_type == DagsterEventType.STEP_START:
+            started.append(ev.step_key)
+        elif ev is not None and ev.step_key in started and ev.event_type in (DagsterEventType.STEP_SUCCESS,
+                                                                            DagsterEventType.STEP_FAILURE):
+            started.remove(ev.step_key)
+    return started[-1] if started else "between steps"
+
+
+def _part_rows(dataset: Path, category: str, seen: dict[str, int]) -> None:
+    for part in (dataset / "tables" / "sam3_labels" / ".parts" / category).glob("part-*.parquet"):
+        if part.name not in seen:
+            try:
+                seen[part.name] = len(pd.read_parquet(part))
+            except (OSError, ValueError):
+                pass  # removed by a run that just merged it: its rows are in the table (and counted there)
+
+
+def _chain(instance, env, tags: dict[str, str], plan, rng: random.Random, kills: list, errors: list,
+           dataset: Path, parts_seen: dict[str, int], alive) -> None:
+    """Kill the chain's live run once per planned stage, then let its last retry finish."""
+    from dagster import DagsterRunStatus
+
+    dead: set[str] = set()
+    try:
+        for step in plan:
+            run = wait_for(f"a live run for {tags} (to kill in {step})", lambda: _live_run(instance, tags, dead),
+                           120, poll=0.3, alive=alive)
+            pid, _ = wait_for(f"{step} to start in {run.run_id}", lambda: _started_step(instance, run.run_id, step),
+                              180, poll=0.1, alive=alive)
+            time.sleep(rng.uniform(0.0, 0.8))
+            running = _started_step(instance, run.run_id, step)
+            os.kill(pid, signal.SIGKILL)
+            t_kill = time.time()
+            dead.add(run.run_id)
+            if step == "sam3_labels" and "dagster/partition" in tags:
+                _part_rows(dataset, tags["dagster/partition"], parts_seen)
+            wait_for(f"the killed run {run.run_id} to be failed", lambda: instance.get_run_by_id(run.run_id).status
+                     == DagsterRunStatus.FAILURE, 120, poll=0.3, alive=alive)
+            kills.append({"tags": tags, "step": step if step != "*" else _running_step(instance, run.run_id),
+                          "in_step": bool(running and running[1]), "failed_after_s": round(time.time() - t_kill, 1),
+                          "at_s": round(t_kill - T0, 1)})
+            print(f"chaos: kill {len(kills)} at {t_kill - T0:.0f}s: {kills[-1]}", flush=True)
+        last = wait_for(f"the last retry of {tags}", lambda: _live_run(instance, tags, dead), 120, poll=0.5, alive=alive)
+        wait_for(f"{last.run_id} to succeed", lambda: instance.get_run_by_id(last.run_id).status
+                 == DagsterRunStatus.SUCCESS or (instance.get_run_by_id(last.run_id).status == DagsterRunStatus.FAILURE
+                                                 and errors.append(f"{last.run_id} failed") is None and "failed"),
+                 300, poll=0.5, alive=alive)
+    except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+        errors.append(f"{tags}: {exc}")
+
+
+def _table(dataset: Path, asset: str, category: str) -> pd.DataFrame:
+    table = pd.read_parquet(dataset / "tables" / asset / f"{category}.parquet")
+    key = [c for c in ("rel_path", "dhash") if c in table.columns]
+    return table.sort_values(key).reset_index(drop=True)
+
+
+def _files(dataset: Path, sub: str) -> dict[str, bytes]:
+    root = dataset / sub
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _stray(dataset: Path) -> list[str]:
+    out = []
+    for p in dataset.rglob("*"):
+        rel = p.relative_to(dataset).as_posix()
+        if p.is_file() and (p.name.startswith(".tmp") or ".tmp" in p.suffixes or p.name.endswith(".tmp")
+                            or p.name.startswith("part-") or rel.startswith(".locks/runs/")
+                            or (p.name.startswith(".") and not rel.startswith((".locks/", ".index/")))):
+            out.append(rel)
+    return out
+
+
+def _labelled_this_run(instance, category: str) -> int:
+    from dagster import AssetKey, DagsterEventType, EventRecordsFilter
+
+    records = instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION,
+                                                            asset_key=AssetKey("sam3_labels"), asset_partitions=[category]))
+    return sum(int(r.asset_materialization.metadata["labelled_this_run"].value) for r in records)
+
+
+def test_killed_workers_heal_and_lose_nothing(tmp_path):
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    from samantics_dagster.defs.automation.dead_runs import slot_holders
+
+    global T0
+    T0 = time.time()
+    seed = int(os.environ.get("SAMANTICS_CHAOS_SEED") or 15)
+    rng = random.Random(seed)
+    base = build_env(tmp_path / "work", CATEGORIES)
+    ref_env, env = fresh_instance(tmp_path, base, "reference"), fresh_instance(tmp_path, base, "chaos")
+    reference = _reference(tmp_path, ref_env)
+    add_partitions(env, list(CATEGORIES))
+    # the retry daemon reads failures every second instead of every 5 (an env var of the daemon, not its yaml)
+    daemon = DagsterProcess.start({**env, "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1"},
+                                  tmp_path / "daemon.log")
+    dataset = Path(env["DATASET_DIR"])
+    kills: list[dict] = []
+    errors: list[str] = []
+    parts_seen: dict[str, dict[str, int]] = {c: {} for c in CATEGORIES}
+    try:
+        with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            threads = []
+            for category in CATEGORIES:
+                tags = {"dagster/partition": category, "samantics/chaos": str(seed)}
+                launch(env, "category_pipeline", {**tags, "dagster/max_retries": str(len(PLAN))})
+                t = threading.Thread(target=_chain, args=(instance, env, tags, PLAN, random.Random(rng.random()), kills,
+                                                          errors, dataset, parts_seen[category], daemon.alive), daemon=True)
+                t.start()
+                threads.append(t)
+                if category == CATEGORIES[0]:
+                    # Dedupe is global (a frame is a duplicate of an earlier category's frame), so the order must be
+                    # the reference's: the next category starts once this one's last dedupe holds the `dedupe` slot.
+                    n_dedupe = PLAN.count("deduped_images")
+
+                    def last_dedupe_started(tags=tags):
+                        done = sum(1 for k in kills if k["tags"] == tags and k["step"] == "deduped_images")
+                        run = _live_run(instance, tags, set()) if done == n_dedupe else None
+                        return errors or (run is not None and _started_step(instance, run.run_id, "deduped_images"))
+                    wait_for("the first category's last dedupe", last_dedupe_started, 400, poll=0.3)
+            for t in threads:
+                t.join(timeout=600)
+            assert not errors, f"seed {seed}: {errors}; kills so far {kills}; daemon log: {daemon.log.read_text()[-3000:]}"
+            tags = {"samantics/chaos-export": str(seed)}
+            launch(env, "coco_export", {**tags, "dagster/max_retries": str(len(EXPORT_PLAN))})
+            _chain(instance, env, tags, EXPORT_PLAN, random.Random(rng.random()), kills, errors, dataset, {}, daemon.alive)
+            assert not errors, f"seed {seed}: {errors}; kills {kills}; daemon log: {daemon.log.read_text()[-3000:]}"
+
+            # nothing left behind: no live run, no claimed slot (run_health_sensor/monitoring free them)
+            wait_for("every run to end and every slot to be free", lambda: not instance.get_runs(
+                RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.QUEUED]))
+                and not slot_holders(instance), 90, poll=1.0)
+            labelled = {c: _labelled_this_run(instance, c) for c in CATEGORIES}
+    finally:
+        daemon.stop()
+    out, _ = reference.communicate(timeout=600)
+    assert reference.returncode == 0, out[-3000:]
+    ref = Path(ref_env["DATASET_DIR"])
+    print(f"seed {seed}: {len(kills)} kills: {json.dumps(kills)}")
+    assert len(kills) >= 12
+    assert {k["step"] for k in kills} >= {"deduped_images", "sam3_labels", "curated_coco"}
+    assert any(k["tags"].get("samantics/chaos-export") for k in kills)
+
+    for category in CATEGORIES:
+        for asset in TABLES:
+            pd.testing.assert_frame_equal(_table(dataset, asset, category), _table(ref, asset, category),
+                                          obj=f"seed {seed}: tables/{asset}/{category}")
+    assert _files(dataset, "images") == _files(ref, "images"), f"seed {seed}: the image store differs"
+    assert _files(dataset, "coco") == _files(ref, "coco"), f"seed {seed}: the COCO files differ"
+    assert (dataset / "labels.jsonl").read_bytes() == (ref / "labels.jsonl").read_bytes()
+    assert not _stray(dataset), f"seed {seed}: stray files {_stray(dataset)}"
+
+    for category in CATEGORIES:
+        done = int((_table(dataset, "sam3_labels", category).status == "done").sum())
+        relabelled = labelled[category] + sum(parts_seen[category].values()) - done
+        label_kills = sum(1 for k in kills if k["step"] == "sam3_labels" and k["tags"].get("dagster/partition") == category)
+        print(f"{category}: {done} labelled, {relabelled} labelled again after {label_kills} kills in sam3_labels")
+        assert relabelled <= 2 * IMAGE_BATCH * label_kills, (category, relabelled, label_kills)
