@@ -36,9 +36,9 @@ make_yolo() {
   "$PYTHON" -m venv "$dir"
   "$BASE/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
     > "$dir/lib/python3.11/site-packages/_samantics_base.pth"
-  "$dir/bin/pip" install "${PIP_FLAGS[@]}" --no-deps $YOLO_PINS
   # shellcheck disable=SC2086
   "$dir/bin/pip" install "${PIP_FLAGS[@]}" $YOLO_DEPS
+  "$dir/bin/pip" install "${PIP_FLAGS[@]}" --no-deps $YOLO_PINS  # last: no resolver complaint about opencv-python
   YOLO_OFFLINE=1 YOLO_CONFIG_DIR="$dir/.config" "$dir/bin/python" -c 'import cv2, torch, ultralytics'
   echo "$stamp" > "$dir/.installed"
 }

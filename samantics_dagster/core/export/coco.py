@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,14 +102,27 @@ def usable(instance: Mapping, width: int, height: int) -> bool:
 def build_coco(spec: Spec, frames: Sequence[CocoFrame]) -> dict:
     """A COCO instances dict: images with ``file_name`` relative to the dataset, XYWH boxes (the mask's
     tight box; the model's, clipped to the image, only for an empty mask), compressed RLE, the mask's area,
-    ``iscrowd`` 0 and the model's ``score`` (an extra key that pycocotools and the trainers ignore)."""
-    taken: set[int] = set()
-    img_ids = _unique(((f.dhash, image_id(f.dhash)) for f in frames), taken)
-    ann_taken: set[int] = set()
+    ``iscrowd`` 0 and the model's ``score`` (an extra key that pycocotools and the trainers ignore).
+    ``core.export.stream.write_coco_frames`` writes the same records without building this dict."""
+    ordered, img_ids, ann_ids = coco_order(frames)
+    return {
+        "info": copy.deepcopy(spec.info), "licenses": copy.deepcopy(spec.licenses),
+        "images": list(image_records(ordered, img_ids)),
+        "annotations": list(annotation_records(ordered, img_ids, ann_ids)), "categories": categories_json(spec),
+    }
+
+
+def coco_order(frames: Sequence[CocoFrame]) -> tuple[list[CocoFrame], dict[str, int], dict[tuple[str, int], int]]:
+    """Frames in image-id order with their image ids and annotation ids (collisions probed, deterministic)."""
+    img_ids = _unique(((f.dhash, image_id(f.dhash)) for f in frames), set())
     ann_keys = [((f.dhash, k), annotation_id(f.dhash, k)) for f in frames for k in range(len(f.instances))]
-    ann_ids = _unique(ann_keys, ann_taken)
-    images, annotations = [], []
-    for f in sorted(frames, key=lambda f: img_ids[f.dhash]):
+    ann_ids = _unique(ann_keys, set())
+    return sorted(frames, key=lambda f: img_ids[f.dhash]), img_ids, ann_ids
+
+
+def image_records(ordered: Sequence[CocoFrame], img_ids: Mapping[str, int]) -> Iterator[dict]:
+    """The ``images`` list, one frame at a time (``ordered`` as ``coco_order`` returns it)."""
+    for f in ordered:
         image = {"id": img_ids[f.dhash], "file_name": f.file_name, "width": int(f.width), "height": int(f.height)}
         if f.source_path is not None:
             image["source_path"] = f.source_path
@@ -117,19 +130,26 @@ def build_coco(spec: Spec, frames: Sequence[CocoFrame]) -> dict:
             image["video_id"] = f.video_id
         if f.category is not None:
             image["category"] = f.category
-        images.append({**image, **f.extra})
+        yield {**image, **f.extra}
+
+
+def annotation_records(ordered: Sequence[CocoFrame], img_ids: Mapping[str, int],
+                       ann_ids: Mapping[tuple[str, int], int]) -> Iterator[dict]:
+    """The ``annotations`` list sorted by (image_id, id), one image's run at a time: frames come in image-id
+    order, so sorting each run of equal image ids gives the whole list's order without holding it."""
+    run: list[dict] = []
+    for f in ordered:
+        if run and run[0]["image_id"] != img_ids[f.dhash]:
+            yield from sorted(run, key=lambda a: a["id"])
+            run = []
         for k, inst in enumerate(f.instances):
             rle = {"size": [int(v) for v in inst["rle"]["size"]], "counts": _str_counts(inst["rle"]["counts"])}
-            annotations.append({
+            run.append({
                 "id": ann_ids[(f.dhash, k)], "image_id": img_ids[f.dhash], "category_id": int(inst["category_id"]),
                 "bbox": _mask_box(rle) or _clip_box(inst["bbox_xyxy"], int(f.width), int(f.height)), "segmentation": rle,
                 "area": float(inst["area"]), "iscrowd": 0, "score": round(float(inst["score"]), 4),
             })
-    annotations.sort(key=lambda a: (a["image_id"], a["id"]))
-    return {
-        "info": copy.deepcopy(spec.info), "licenses": copy.deepcopy(spec.licenses), "images": images,
-        "annotations": annotations, "categories": categories_json(spec),
-    }
+    yield from sorted(run, key=lambda a: a["id"])
 
 
 def _str_counts(counts: str | bytes) -> str:
