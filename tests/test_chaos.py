@@ -107,10 +107,12 @@ def _chain(instance, env, tags: dict[str, str], plan, rng: random.Random, kills:
     dead: set[str] = set()
     try:
         for step in plan:
-            run = wait_for(f"a live run for {tags} (to kill in {step})", lambda: _live_run(instance, tags, dead),
-                           120, poll=0.3, alive=alive)
-            pid, _ = wait_for(f"{step} to start in {run.run_id}", lambda: _started_step(instance, run.run_id, step),
-                              180, poll=0.1, alive=alive)
+            def target():
+                # the live run (a retry replaces a run that failed by itself, e.g. a code location that didn't load)
+                live = _live_run(instance, tags, dead)
+                started = live and _started_step(instance, live.run_id, step)
+                return started and (live, started[0])
+            run, pid = wait_for(f"{step} to start in a live run of {tags}", target, 240, poll=0.1, alive=alive)
             time.sleep(rng.uniform(0.0, 0.8))
             running = _started_step(instance, run.run_id, step)
             os.kill(pid, signal.SIGKILL)

@@ -111,7 +111,9 @@ def _blurred_object(rng, canvas, background: int, colour) -> Image.Image:
     shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
     shape([cx - ow // 2, cy - oh // 2, cx + ow // 2, cy + oh // 2], fill=255)
     alpha = np.asarray(mask.filter(ImageFilter.GaussianBlur(float(rng.uniform(10, 18)))), np.float32)[..., None] / 255
-    tint = base + float(rng.uniform(0.15, 0.3)) * (np.asarray(colour, np.float32) - base)  # a muted object
+    # A muted object, yet one a person sees: its colour sits >= 90 levels from the grey in some channel,
+    # so the tint stands 22-40+ levels off the background.
+    tint = base + float(rng.uniform(0.25, 0.4)) * (np.asarray(colour, np.float32) - base)
     return _img(base * (1 - alpha) + tint * alpha)
 
 
@@ -180,7 +182,9 @@ def plan_low_texture(
     # Blurred objects on flat grey: each seen from two places 30-40% of the width apart.
     greys = rng.permutation([95, 135, 175])
     for k in range(max(1, n // 2)):
-        img = _blurred_object(rng, canvas, int(greys[k % 3]), colours[(k + 5) % len(colours)])
+        grey = int(greys[k % 3])
+        vivid = [c for c in colours if max(abs(int(v) - grey) for v in c) >= 90]
+        img = _blurred_object(rng, canvas, grey, vivid[(k + 5) % len(vivid)])
         step = int(rng.uniform(0.30, 0.40) * fw)
         x0 = (canvas[0] - fw - step) // 2
         add("blurred_object", f"lt-blob-{k}", img, [centred(x0), centred(x0 + step)])

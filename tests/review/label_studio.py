@@ -41,7 +41,8 @@ class LabelStudio:
         self._t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(LS_BIN), "start", "--no-browser", "-p", str(self.port), "--host", "127.0.0.1",
+                # --internal-host is what it binds (default 0.0.0.0); --host only names it in generated URLs
+                [str(LS_BIN), "start", "--no-browser", "-p", str(self.port), "--internal-host", "127.0.0.1",
                  "--username", USER, "--password", PASSWORD, "--user-token", LEGACY],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.data_dir)
         self._ready = False
@@ -83,6 +84,21 @@ class LabelStudio:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self.proc = None
+
+    def listening_on(self) -> set[str]:
+        """The local addresses (hex, as in /proc/net/tcp*) of the sockets listening on our port."""
+        out = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                local, state = line.split()[1], line.split()[3]
+                address, port = local.rsplit(":", 1)
+                if state == "0A" and int(port, 16) == self.port:
+                    out.add(address)
+        return out
 
     def log_tail(self, n: int = 2000) -> str:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""

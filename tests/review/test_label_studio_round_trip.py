@@ -104,6 +104,7 @@ def _annotate(server, task, spec_ids):
 
 def test_round_trip_sent_completed_pulled_curated_and_exported(review):
     dataset, category, instance, ls, server = review
+    assert server.listening_on() == {"0100007F"}  # 127.0.0.1 only
     layout = DatasetLayout(dataset)
     first = _run(instance, ["review_tasks"], category, ls, {"ops": {"review_tasks": {"config": SEND_ALL}}})
     meta = _meta(first, "review_tasks")

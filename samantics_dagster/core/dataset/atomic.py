@@ -65,7 +65,7 @@ def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Replace ``path`` with what ``write`` writes to a binary file object, fsynced before the rename."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

@@ -13,6 +13,9 @@ in the package joins a dataset path by hand: it asks a :class:`DatasetLayout`.
       export/yolo/                          yolo_dataset
       .locks/{name}.lock                    file locks shared by every process writing {name}
       .index/claims/{category}.tsv          dedupe's journal of stored frames not yet in a table
+      .index/labels/{category}.jsonl        labels.jsonl's per-category segments (+ {category}.key.json)
+      .index/splits.parquet                 split group -> split, per category (sticky splits)
+      coco/shards.json                      per split: the per-category files and their counts
 """
 
 from __future__ import annotations
@@ -112,6 +115,28 @@ class DatasetLayout:
 
     def claims(self, category: str) -> Path:
         return self.index / "claims" / f"{category}.tsv"
+
+    def labels_segment(self, category: str) -> Path:
+        """One category's share of labels.jsonl (the file is these segments concatenated in category order)."""
+        return self.index / "labels" / f"{category}.jsonl"
+
+    def labels_segment_key(self, category: str) -> Path:
+        """The sam3_labels table fingerprint (size, mtime_ns) its segment was built from."""
+        return self.index / "labels" / f"{category}.key.json"
+
+    def labels_segment_categories(self) -> list[str]:
+        folder = self.index / "labels"
+        return sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
+
+    @property
+    def split_index(self) -> Path:
+        """Video (split group) -> split -> category of every curated frame: sticky splits without every table."""
+        return self.index / "splits.parquet"
+
+    @property
+    def coco_shards(self) -> Path:
+        """coco_dataset's manifest of the per-category files per split, with their counts (for trainers)."""
+        return self.coco / "shards.json"
 
 
 def parts_dir(table_path: Path) -> Path:

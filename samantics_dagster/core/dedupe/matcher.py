@@ -8,8 +8,8 @@ Three tests, cheapest first (measured on the sample's classes, README "Dedupe"):
 2. a frame with little structure is never judged on its hash or on ORB (too few corners): against its
    hash candidates and its video's window it is a duplicate only if the colours agree *and* phase
    correlation finds the content moved by at most ``orb_max_shift`` (a blurred object seen 30% further
-   left is a new view); where nothing locks the correlation (a pure gradient) only half the colour
-   distance counts as the same scene;
+   left is a new view, and content no shift lines up is other content); where there is nothing to lock
+   on to (a pure gradient: ``signals.texture``) only half the colour distance counts as the same scene;
 3. any other frame: ORB + RANSAC geometry (``orb.py``) against the hash candidates, then the window.
 """
 
@@ -48,7 +48,7 @@ class SignalSettings:
     min_structure: int = 32      # bits of 64 decided by a clear margin for a hash match to be final
     colour_max: float = 11.0     # mean |RGB difference| of 16x9 thumbnails (grey levels) still "same scene"
     structured_colour_max: float = 22.0  # the same, where the hash or ORB also vouch for the grey layout
-    min_response: float = 0.15   # phase-correlation peak below which the shift is unknown (colour decides)
+    min_response: float = 0.15   # phase-correlation peak below which no shift explains the pair: different
     min_texture: float = 0.7     # grey std left after taking a plane away, below which there is nothing to
                                  # lock on to (pure gradients measure 0.3-0.5, lit walls 0.8-1.1, skies >= 1)
 
@@ -122,9 +122,11 @@ class Matcher:
         cd = colour_distance(a, b)
         if cd > self.signals.colour_max:
             return OrbVerdict(False, f"colour {cd:.1f}")
+        if min(a.texture, b.texture) < self.signals.min_texture:  # nothing to lock on to: a close colour decides
+            return OrbVerdict(cd <= self.signals.colour_max / 2, f"flat, colour {cd:.1f}, no texture")
         shift, response = phase_shift(a, b)
-        if response < self.signals.min_response or min(a.texture, b.texture) < self.signals.min_texture:  # nothing to lock on to: only a close colour match counts
-            return OrbVerdict(cd <= self.signals.colour_max / 2, f"flat, colour {cd:.1f}, no shift lock ({response:.2f})")
+        if response < self.signals.min_response:  # something there, but no shift lines it up: other content
+            return OrbVerdict(False, f"flat, colour {cd:.1f}, no shift lock ({response:.2f})")
         return OrbVerdict(shift <= self.orb.max_shift, f"flat, colour {cd:.1f}, shift {shift:.3f}")
 
     def push(self, video: tuple, cand: Candidate) -> None:

@@ -30,14 +30,18 @@ import numpy as np
 from samantics_dagster.core.dataset.atomic import write_atomic
 from samantics_dagster.core.dataset.spec import Spec
 from samantics_dagster.core.export.coco import (
-    CocoFrame, annotation_records, categories_json, coco_order, image_records,
+    CocoFrame,
+    annotation_records,
+    categories_json,
+    coco_order,
+    image_records,
 )
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # what json.dump(..., separators=(",", ":")) uses per value
 _BUFFER = 1 << 20
 
 
-def _ijson():  # type: ignore[no-untyped-def]
+def ijson_backend():  # type: ignore[no-untyped-def]
     """ijson's C backend (yajl2_c): the pure-Python one is ~20x slower on a GB-sized file."""
     import ijson
 
@@ -96,6 +100,7 @@ class PartCount:
 
 @dataclass
 class MergeResult:
+    path: Path  # the merged file
     images: int
     annotations: int
     parts: list[PartCount] = field(default_factory=list)
@@ -106,7 +111,7 @@ class MergeResult:
 def _stream(path: Path, prefix: str, counter: PartCount, attr: str) -> Iterator[dict]:
     """The items under ``prefix`` of one file, counted into ``counter.<attr>``; the handle closes at the end."""
     with open(path, "rb") as fh:
-        for item in _ijson().items(fh, prefix, use_float=True):
+        for item in ijson_backend().items(fh, prefix, use_float=True):
             setattr(counter, attr, getattr(counter, attr) + 1)
             yield item
 
@@ -156,7 +161,7 @@ def merge_coco_files(paths: Sequence[Path], spec: Spec, out: Path) -> MergeResul
 
     Raises ``ValueError`` (and leaves ``out`` as it was) where ``merge_coco`` would: one image id with two
     file names, or one annotation id on two images."""
-    result = MergeResult(0, 0, [PartCount(Path(p)) for p in paths])
+    result = MergeResult(Path(out), 0, 0, [PartCount(Path(p)) for p in paths])
     ids, owners = array("q"), array("q")
 
     def write(fh: IO[bytes]) -> tuple[int, int]:

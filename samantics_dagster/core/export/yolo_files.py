@@ -48,6 +48,7 @@ class YoloReport:
     parts: int = 0
     holes: int = 0
     filled_holes: int = 0
+    simplified: int = 0  # polygons simplified to fit Ultralytics' 1000-point resampling
     val_source: str = "val"
     classes: list[dict] = field(default_factory=list)
 
@@ -60,6 +61,7 @@ class YoloReport:
             "dropped_instances": dict(self.dropped_instances), "dropped_parts": dict(self.dropped_parts),
             "dropped_images": dict(self.dropped_images),
             "parts": self.parts, "holes": self.holes, "holes_filled": self.filled_holes,
+            "simplified": self.simplified,
             "vertices": {"median": int(sorted(self.vertices)[len(self.vertices) // 2]) if self.vertices else 0,
                          "max": max(self.vertices, default=0), "over_1000": int(over)},
             "val_source": self.val_source, "classes": len(self.classes),
@@ -108,6 +110,7 @@ def _write_split(split: str, coco: Mapping, layout: DatasetLayout, tmp: Path, ou
             lines.append(label_line(index, traced.polygon))
             report.ious.append(float(traced.iou or 0.0))
             report.vertices.append(len(traced.polygon))
+            report.simplified += traced.traced.epsilon > 0
         _link(source, tmp / "images" / split / f"{stem}{source.suffix}", out / "images" / split)
         (tmp / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
         images += 1

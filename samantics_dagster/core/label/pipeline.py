@@ -388,15 +388,20 @@ def _write_part(parts_dir: Path, rows: list[dict]) -> None:
 
 def labels_jsonl_records(tables: dict[str, pd.DataFrame]) -> list[dict]:
     """One record per labelled image in the seed's labels.jsonl format (boxes XYXY, category ids, RLE masks)."""
-    records = []
-    for category, table in sorted(tables.items()):
-        for row in table[table.status == DONE].itertuples():
-            inst = json.loads(row.instances)
-            records.append({
-                "image": f"images/{row.dhash}.jpg", "dhash": row.dhash, "source_path": row.rel_path,
-                "category": category, "width": int(row.width), "height": int(row.height),
-                "boxes": [i["bbox_xyxy"] for i in inst], "category_ids": [i["category_id"] for i in inst],
-                "scores": [i["score"] for i in inst], "masks": [i["rle"] for i in inst],
-                "areas": [i["area"] for i in inst], "labeler": row.labeler,
-            })
-    return records
+    return [rec for category, table in sorted(tables.items()) for rec in category_label_records(category, table)]
+
+
+LABELS_JSONL_COLUMNS = ["dhash", "rel_path", "status", "instances", "labeler", "width", "height"]  # what a record needs
+
+
+def category_label_records(category: str, table: pd.DataFrame):  # type: ignore[no-untyped-def]
+    """One category's labels.jsonl records, one at a time (``core.label.jsonl_segments`` writes them per category)."""
+    for row in table[table.status == DONE].itertuples():
+        inst = json.loads(row.instances)
+        yield {
+            "image": f"images/{row.dhash}.jpg", "dhash": row.dhash, "source_path": row.rel_path,
+            "category": category, "width": int(row.width), "height": int(row.height),
+            "boxes": [i["bbox_xyxy"] for i in inst], "category_ids": [i["category_id"] for i in inst],
+            "scores": [i["score"] for i in inst], "masks": [i["rle"] for i in inst],
+            "areas": [i["area"] for i in inst], "labeler": row.labeler,
+        }

@@ -10,6 +10,7 @@ from samantics_dagster.defs.curate.coco_dataset import coco_dataset
 from samantics_dagster.core.dataset.schema import CurateStatus
 from samantics_dagster.defs.metadata import md_table
 from samantics_dagster.core.export.coco import validate_coco
+from samantics_dagster.core.export.stream_check import image_video_ids, scan_merged_coco
 from samantics_dagster.core.curate.filters import video_group
 from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.curate.split import leaked_groups
@@ -52,11 +53,24 @@ def curated_coco_no_video_leak(context: AssetCheckExecutionContext, curated_coco
                                                          "leaked_videos": MetadataValue.text(", ".join(leaked[:20]) or "none")})
 
 
+def _shard_counts(dataset: DatasetResource) -> dict[str, tuple[int, int]]:
+    """split -> (images, annotations) coco_dataset wrote from the per-category files (coco/shards.json)."""
+    path = dataset.layout.coco_shards
+    splits = json.loads(path.read_text(encoding="utf-8")).get("splits", {}) if path.is_file() else {}
+    return {s: (int(v["images"]), int(v["annotations"])) for s, v in splits.items()}
+
+
 @asset_check(asset=coco_dataset, blocking=True,
-             description="The merged coco/*.json load in pycocotools with every invariant of curated_coco_valid, "
-                         "and ids are unique across the dataset.")
+             description="The merged coco/*.json, parsed as a stream (bounded memory at any size): ids unique "
+                         "across the dataset, every annotation's image present, category ids in the spec, boxes "
+                         "inside their image, RLE size (h, w), iscrowd 0, counts equal to the per-category files' "
+                         "(coco/shards.json). pycocotools loads each per-category file in curated_coco_valid.")
 def coco_dataset_valid(context: AssetCheckExecutionContext, dataset: DatasetResource) -> AssetCheckResult:
-    return _coco_result(*_coco_problems(dataset, list(dataset.layout.coco_merged_files())))
+    spec = load_spec(dataset.layout.spec)
+    expected = _shard_counts(dataset)
+    paths = list(dataset.layout.coco_merged_files())
+    problems = [p for path in paths for p in scan_merged_coco(path, spec, expected.get(path.stem)).problems]
+    return _coco_result(problems, len(paths))
 
 
 @asset_check(asset=coco_dataset, blocking=True,
@@ -64,9 +78,8 @@ def coco_dataset_valid(context: AssetCheckExecutionContext, dataset: DatasetReso
 def coco_dataset_no_video_leak(context: AssetCheckExecutionContext, dataset: DatasetResource) -> AssetCheckResult:
     splits_of: dict[str, set[str]] = {}
     for path in dataset.layout.coco_merged_files():
-        for image in json.loads(path.read_text(encoding="utf-8"))["images"]:
-            if image.get("video_id"):
-                splits_of.setdefault(image["video_id"], set()).add(path.stem)
+        for video in image_video_ids(path):  # streamed: the images only
+            splits_of.setdefault(video, set()).add(path.stem)
     leaked = sorted(v for v, s in splits_of.items() if len(s) > 1)
     return AssetCheckResult(passed=not leaked, metadata={"videos": len(splits_of), "leaked": len(leaked),
                                                          "leaked_videos": MetadataValue.text(", ".join(leaked[:20]) or "none")})

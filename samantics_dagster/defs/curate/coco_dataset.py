@@ -1,13 +1,12 @@
 """``coco_dataset``: every category's curated COCO merged into coco/train.json, val.json (test.json)."""
 
-import json
-
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from samantics_dagster.defs.curate.curated_coco import curated_coco
 from samantics_dagster.core.dataset.atomic import write_json_atomic
 from samantics_dagster.core.dataset.schema import TableName
-from samantics_dagster.core.export.coco import SPLITS, merge_coco
+from samantics_dagster.core.export.coco import SPLITS
+from samantics_dagster.core.export.stream import MergeResult, merge_coco_files
 from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.automation.conditions import EXPORT_CONDITION
@@ -24,6 +23,20 @@ def category_files(dataset: DatasetResource) -> dict[str, dict[str, object]]:
     return out
 
 
+def shard_entry(dataset: DatasetResource, merged: MergeResult) -> dict:
+    """One split of coco/shards.json: the merged file and every per-category file (a shard a trainer can read
+    alone), paths relative to DATASET_DIR, with counts; ``images``/``annotations`` are the merged file's
+    (per-category sums less what two files shared), which coco_dataset_valid compares with the file."""
+    root = dataset.layout.root
+
+    def rel(p) -> str:  # type: ignore[no-untyped-def]
+        return p.relative_to(root).as_posix()
+
+    return {"file": rel(merged.path), "images": merged.images, "annotations": merged.annotations,
+            "shards": [{"category": p.path.parent.name, "file": rel(p.path), "images": p.images,
+                        "annotations": p.annotations} for p in merged.parts]}
+
+
 @asset(
     deps=[curated_coco],
     group_name="curate",
@@ -35,19 +48,21 @@ def coco_dataset(context: AssetExecutionContext, dataset: DatasetResource) -> Ma
     spec = load_spec(dataset.layout.spec)
     files = category_files(dataset)
     metadata: dict = {}
+    shards: dict[str, dict] = {}
     with dataset.lock("coco_dataset"):  # two exports at once must not interleave their renames
         for split in SPLITS:
             path = dataset.layout.coco_merged(split)
-            parts = [json.loads(p.read_text(encoding="utf-8")) for p in files[split].values()]
-            if not parts:
+            if not files[split]:
                 if path.exists():
                     path.unlink()
                 continue
-            merged = merge_coco(parts, spec)
-            write_json_atomic(merged, path)
-            metadata[f"{split}_images"] = len(merged["images"])
-            metadata[f"{split}_annotations"] = len(merged["annotations"])
+            # streamed k-way merge of the per-category files: bounded memory at any dataset size
+            merged = merge_coco_files(list(files[split].values()), spec, path)
+            shards[split] = shard_entry(dataset, merged)
+            metadata[f"{split}_images"] = merged.images
+            metadata[f"{split}_annotations"] = merged.annotations
             metadata[f"{split}_categories"] = MetadataValue.json(sorted(files[split]))
+        write_json_atomic({"splits": shards}, dataset.layout.coco_shards)
     total = sum(v for k, v in metadata.items() if k.endswith("_images"))
     context.log.info(f"coco_dataset: {total} images from {len(files['train'])} categories")
     return MaterializeResult(metadata={**metadata, "path": str(dataset.layout.coco), "images": total})

@@ -11,9 +11,10 @@ from pydantic import Field
 
 from samantics_dagster.core.dataset.schema import CurateStatus, TableName
 from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
-from samantics_dagster.core.dataset.atomic import write_json_atomic
-from samantics_dagster.core.export.coco import SPLITS, build_coco
-from samantics_dagster.core.curate.filters import CurateSettings, curate_partition, split_of_groups
+from samantics_dagster.core.export.coco import SPLITS
+from samantics_dagster.core.export.stream import write_coco_frames
+from samantics_dagster.core.curate.filters import CurateSettings, curate_partition
+from samantics_dagster.core.curate.split_index import load_split_index, previous_splits, replace_category
 from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.curate.split import parse_ratios, split_shares
 from samantics_dagster.core.dataset.tables import write_table
@@ -63,10 +64,13 @@ def curated_coco(
     spec = load_spec(dataset.layout.spec)
     # Splits are sticky across the dataset: the lock keeps two categories from giving one video two splits.
     with dataset.lock("splits"):
-        previous = split_of_groups(dataset.tables(TableName.CURATED_COCO), skip=category if config.resplit else None)
+        # the compact video -> split index, not every category's table (core.curate.split_index)
+        index = load_split_index(dataset.layout)
+        previous = previous_splits(index, skip=category if config.resplit else None)
         curated = curate_partition(sam3_labels, deduped_images, spec, settings, previous, category=category,
                                    reviewed=dataset.table("reviewed_labels", category))
         write_table(curated.table, dataset.layout.table(TableName.CURATED_COCO, category))
+        replace_category(dataset.layout, index, category, curated.table)
     if curated.resplit_videos:
         context.log.warning(f"{len(curated.resplit_videos)} videos were in a split these ratios lack and were split "
                             f"again (e.g. {curated.resplit_videos[:3]}); the coco_dataset leak check will flag any "
@@ -74,10 +78,8 @@ def curated_coco(
     counts = {}
     for split in SPLITS:
         path = dataset.layout.coco_category(category, split)
-        if split in curated.frames:
-            coco = build_coco(spec, curated.frames[split])
-            write_json_atomic(coco, path)
-            counts[split] = (len(coco["images"]), len(coco["annotations"]))
+        if split in curated.frames:  # written as a stream: no whole COCO dict of the partition
+            counts[split] = write_coco_frames(path, spec, curated.frames[split])
         elif path.exists():  # a split that is no longer asked for must not linger for a trainer to find
             path.unlink()
     table = curated.table

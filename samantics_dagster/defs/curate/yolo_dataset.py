@@ -54,7 +54,7 @@ def yolo_dataset(context: AssetExecutionContext, config: YoloConfig, dataset: Da
         "dropped_parts": MetadataValue.json(meta["dropped_parts"]),
         "dropped_images": MetadataValue.json(meta["dropped_images"]),
         "holes": MetadataValue.json({"total": meta["holes"], "filled": meta["holes_filled"]}),
-        "vertices": MetadataValue.json(meta["vertices"]),
+        "vertices": MetadataValue.json({**meta["vertices"], "simplified_polygons": meta["simplified"]}),
         "val_source": meta["val_source"],
         "classes": MetadataValue.json([{k: c[k] for k in ("index", "id", "name")} for c in report.classes]),
     })

@@ -4,7 +4,8 @@ import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from samantics_dagster.core.dataset.schema import DedupeStatus, TableName
-from samantics_dagster.core.dedupe.audit import near_duplicate_violations
+from samantics_dagster.core.dedupe.audit import AUDIT_COLUMNS, near_duplicate_violations, partition_violations
+from samantics_dagster.defs.curate.coco_dataset import coco_dataset
 from samantics_dagster.defs.ingest.dedupe import deduped_images
 from samantics_dagster.defs.metadata import md_table
 from samantics_dagster.defs.partitions import category_partitions
@@ -28,9 +29,26 @@ def accepted_frames_in_store(
 
 
 @asset_check(asset=deduped_images, partitions_def=category_partitions,
-             description="No two accepted frames in the whole dataset are within the dhash threshold.")
+             description="No accepted frame of this partition is within the dhash threshold of another accepted "
+                         "frame of the dataset (this partition's against the rest: cost grows with the partition, "
+                         "not the dataset; the all-pairs audit runs with the export, coco_dataset_no_near_duplicates).")
 def no_near_duplicates_accepted(context: AssetCheckExecutionContext, dataset: DatasetResource) -> AssetCheckResult:
-    tables = dataset.tables(TableName.DEDUPED_IMAGES)
+    tables = dataset.tables(TableName.DEDUPED_IMAGES, columns=AUDIT_COLUMNS)
+    violations = partition_violations(tables, context.partition_key)
+    mine = tables.get(context.partition_key)
+    n_accepted = int((mine["status"] == DedupeStatus.ACCEPTED).sum()) if mine is not None else 0
+    return AssetCheckResult(
+        passed=violations.empty,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"accepted_in_partition": n_accepted, "violations": len(violations), "examples": md_table(violations)},
+    )
+
+
+@asset_check(asset=coco_dataset,
+             description="No two accepted frames in the whole dataset are within the dhash threshold (all pairs; "
+                         "runs with the export rather than after every category).")
+def coco_dataset_no_near_duplicates(context: AssetCheckExecutionContext, dataset: DatasetResource) -> AssetCheckResult:
+    tables = dataset.tables(TableName.DEDUPED_IMAGES, columns=AUDIT_COLUMNS)
     violations = near_duplicate_violations(tables)
     n_accepted = sum(int((t["status"] == DedupeStatus.ACCEPTED).sum()) for t in tables.values())
     return AssetCheckResult(

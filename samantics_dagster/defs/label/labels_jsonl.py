@@ -2,9 +2,7 @@
 
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
-from samantics_dagster.core.dataset.schema import TableName
-from samantics_dagster.core.dataset.tables import write_jsonl
-from samantics_dagster.core.label.pipeline import labels_jsonl_records
+from samantics_dagster.core.label.jsonl_segments import write_labels_jsonl
 from samantics_dagster.defs.automation.conditions import EXPORT_CONDITION
 from samantics_dagster.defs.label.sam3_labels import sam3_labels
 from samantics_dagster.defs.resources.dataset import DatasetResource
@@ -21,6 +19,8 @@ from samantics_dagster.defs.resources.dataset import DatasetResource
 def labels_jsonl(context: AssetExecutionContext, dataset: DatasetResource) -> MaterializeResult:
     path = dataset.layout.labels_jsonl
     with dataset.lock("labels.jsonl"):  # two rebuilds at once must not interleave their renames
-        n = write_jsonl(labels_jsonl_records(dataset.tables(TableName.SAM3_LABELS)), path)
-    context.log.info(f"labels.jsonl: {n} records")
-    return MaterializeResult(metadata={"path": str(path), "records": n})
+        # only the categories whose table changed are re-read; the file is their segments concatenated
+        result = write_labels_jsonl(dataset.layout)
+    context.log.info(f"labels.jsonl: {result.records} records; segments rebuilt for {result.rebuilt or 'none'}")
+    return MaterializeResult(metadata={"path": str(path), "records": result.records,
+                                       "segments_rebuilt": len(result.rebuilt), "segments_removed": len(result.removed)})
