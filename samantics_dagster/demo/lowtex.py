@@ -98,7 +98,7 @@ def _wall(rng, canvas, colour) -> Image.Image:
     return _img(arr)
 
 
-def _blurred_object(rng, canvas, background: int, colour) -> Image.Image:
+def _blurred_object(rng, canvas, background: int, colour, strength: tuple[float, float] = (0.25, 0.4)) -> Image.Image:
     """A faint, blurred object on a grey background that brightens gently across the canvas (a lit studio
     wall): a normalised thumbnail of such a frame is mostly the ramp, the same wherever the view is."""
     w, h = canvas
@@ -113,7 +113,7 @@ def _blurred_object(rng, canvas, background: int, colour) -> Image.Image:
     alpha = np.asarray(mask.filter(ImageFilter.GaussianBlur(float(rng.uniform(10, 18)))), np.float32)[..., None] / 255
     # A muted object, yet one a person sees: its colour sits >= 90 levels from the grey in some channel,
     # so the tint stands 22-40+ levels off the background.
-    tint = base + float(rng.uniform(0.25, 0.4)) * (np.asarray(colour, np.float32) - base)
+    tint = base + float(rng.uniform(*strength)) * (np.asarray(colour, np.float32) - base)
     return _img(base * (1 - alpha) + tint * alpha)
 
 

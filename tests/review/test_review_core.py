@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from pycocotools import mask as mask_utils
 
-from samantics_dagster.core.label.masks import _json_rle, mask_iou_matrix
+from samantics_dagster.core.label.masks import json_rle, mask_iou_matrix
 from samantics_dagster.core.review.agreement import (
     ADDED,
     CLASS_CHANGED,
@@ -32,7 +32,7 @@ def inst(cid, score, x0, y0, x1, y1, hole=None, second=None):
         m[hole[1]:hole[3], hole[0]:hole[2]] = 0
     if second:
         m[second[1]:second[3], second[0]:second[2]] = 1
-    rle = _json_rle(mask_utils.encode(np.asfortranarray(m)))
+    rle = json_rle(mask_utils.encode(np.asfortranarray(m)))
     return {"category_id": cid, "bbox_xyxy": [x0, y0, x1, y1], "score": score, "rle": rle, "area": float(m.sum())}
 
 

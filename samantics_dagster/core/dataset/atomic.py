@@ -67,11 +67,10 @@ def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Replace ``path`` with what ``write`` writes to a binary file object, fsynced before the rename."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def write_text_atomic(path: Path, text: str) -> None:

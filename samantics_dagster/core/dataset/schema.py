@@ -22,6 +22,9 @@ class TableName(StrEnum):
     DEDUPED_IMAGES = "deduped_images"
     SAM3_LABELS = "sam3_labels"
     CURATED_COCO = "curated_coco"
+    REVIEW_TASKS = "review_tasks"
+    REVIEWED_LABELS = "reviewed_labels"
+    REVIEW_AGREEMENT = "review_agreement"  # written beside reviewed_labels, by the same asset
 
 
 class DedupeStatus(StrEnum):
@@ -64,6 +67,24 @@ class CurateReason(StrEnum):
     PERSON_ONLY = "person_only"
 
 
+class ReviewStatus(StrEnum):
+    SENT = "sent"          # a task exists in Label Studio
+    REVIEWED = "reviewed"  # a person's annotation came back
+
+
+class AgreementOutcome(StrEnum):
+    """What a person did to one SAM3 instance (or added)."""
+
+    MATCHED = "matched"
+    CLASS_CHANGED = "class_changed"
+    DELETED = "deleted"
+    ADDED = "added"
+
+
+HUMAN_PREFIX = "human:"
+"""Prefix of ``labeler`` on reviewed rows: ``human:{annotator}``."""
+
+
 class Split(StrEnum):
     TRAIN = "train"
     VAL = "val"
@@ -94,7 +115,7 @@ class TableSchema:
 
     name: TableName
     columns: tuple[Column, ...]
-    key: str
+    key: str | None  # rows are sorted by it; None keeps the writer's order
 
     @property
     def names(self) -> list[str]:
@@ -104,8 +125,9 @@ class TableSchema:
         """Rows (dicts or a frame) as this table: declared columns in order, declared dtypes, sorted by key."""
         df = rows.reindex(columns=self.names) if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=self.names)
         for col in self.columns:
-            df[col.name] = pd.array(df[col.name], dtype=col.dtype) if col.dtype == "Int64" else df[col.name].astype(col.dtype)
-        return df.sort_values(self.key, ignore_index=True)
+            nullable = col.dtype in ("Int64", "Float64")  # extension dtypes: None stays <NA>
+            df[col.name] = pd.array(df[col.name], dtype=col.dtype) if nullable else df[col.name].astype(col.dtype)
+        return df.sort_values(self.key, ignore_index=True) if self.key else df
 
 
 def _cols(*spec: tuple[str, str, str]) -> tuple[Column, ...]:
@@ -166,4 +188,46 @@ CURATED_COCO = TableSchema(TableName.CURATED_COCO, _cols(
     ("n_annotations", _I, "annotations in the COCO export"),
 ), key="dhash")
 
-TABLES: dict[TableName, TableSchema] = {t.name: t for t in (INGRESS_FRAMES, DEDUPED_IMAGES, SAM3_LABELS, CURATED_COCO)}
+REVIEW_TASKS = TableSchema(TableName.REVIEW_TASKS, _cols(
+    ("dhash", _S, "the image sent"),
+    ("rel_path", _S, "the frame it was accepted from"),
+    ("status", _S, "sent"),
+    ("project_id", _I, "Label Studio project"),
+    ("task_id", _I, "Label Studio task"),
+    ("priority", "float64", "triage priority (higher: more worth a look)"),
+    ("reasons", _S, "the triage signals behind the priority"),
+    ("audit", "bool", "picked by the random audit share, not by a signal"),
+    ("labeler", _S, "the sam3_labels labeler whose instances were pre-annotations"),
+    ("sent_at", _S, "ISO time the task was created"),
+), key="task_id")
+
+REVIEWED_LABELS = TableSchema(TableName.REVIEWED_LABELS, _cols(
+    ("dhash", _S, "the image"),
+    ("rel_path", _S, "the frame it was accepted from"),
+    ("status", _S, "reviewed"),
+    ("task_id", _I, "Label Studio task"),
+    ("annotation_id", _I, "Label Studio annotation"),
+    ("annotator", _S, "who reviewed it"),
+    ("labeler", _S, "human:{annotator}"),
+    ("n_instances", _I, "instances in the person's version"),
+    ("instances", _S, "JSON list of instances, as in sam3_labels"),
+    ("width", _I, "pixels"),
+    ("height", _I, "pixels"),
+    ("updated_at", _S, "the annotation's last change"),
+    ("agreement", _S, "JSON: counts of matched / class_changed / deleted / added"),
+), key="dhash")
+
+REVIEW_AGREEMENT = TableSchema(TableName.REVIEW_AGREEMENT, _cols(
+    ("dhash", _S, "the image"),
+    ("task_id", _I, "Label Studio task"),
+    ("sam_index", _I, "the SAM3 instance (null: added by the person)"),
+    ("human_index", _I, "the person's instance (null: deleted)"),
+    ("sam_class", _I, "SAM3's category id"),
+    ("human_class", _I, "the person's category id"),
+    ("iou", "float64", "mask IoU of the matched pair"),
+    ("sam_score", "Float64", "SAM3's score"),
+    ("outcome", _S, "matched | class_changed | deleted | added"),
+), key=None)
+
+TABLES: dict[TableName, TableSchema] = {t.name: t for t in (
+    INGRESS_FRAMES, DEDUPED_IMAGES, SAM3_LABELS, CURATED_COCO, REVIEW_TASKS, REVIEWED_LABELS, REVIEW_AGREEMENT)}

@@ -42,7 +42,7 @@ class Instance:
             "category_id": int(self.category_id),
             "bbox_xyxy": [float(v) for v in self.bbox_xyxy],
             "score": float(self.score),
-            "rle": _json_rle(self.rle),
+            "rle": json_rle(self.rle),
             "area": float(self.area),
         }
 
@@ -53,12 +53,12 @@ class Instance:
             category_id=int(record["category_id"]),
             score=float(record["score"]),
             bbox_xyxy=tuple(float(v) for v in record["bbox_xyxy"]),  # type: ignore[arg-type]
-            rle=_json_rle(record["rle"]),
+            rle=json_rle(record["rle"]),
             area=float(record["area"]),
         )
 
 
-def _json_rle(rle: dict) -> dict:
+def json_rle(rle: dict) -> dict:
     """RLE with ``counts`` as str and ``size`` as a list of ints: pycocotools hands back bytes, JSON won't take them."""
     counts = rle["counts"]
     if isinstance(counts, bytes):
@@ -69,7 +69,7 @@ def _json_rle(rle: dict) -> dict:
     return {"size": [int(h), int(w)], "counts": counts}
 
 
-def _coco_rle(rle: dict) -> dict:
+def coco_rle(rle: dict) -> dict:
     """RLE in the form pycocotools' C code reads (bytes counts), without touching the caller's dict."""
     counts = rle["counts"]
     if isinstance(counts, str):
@@ -110,19 +110,19 @@ def encode_masks(masks: np.ndarray | Sequence[np.ndarray]) -> list[dict]:
     rles = []
     for i in range(0, fortran.shape[2], _ENCODE_AT_ONCE):
         rles += mask_utils.encode(fortran[:, :, i:i + _ENCODE_AT_ONCE])  # a slice of the last axis stays Fortran
-    return [_json_rle(r) for r in rles]
+    return [json_rle(r) for r in rles]
 
 
 def decode_rle(rle: dict) -> np.ndarray:
     """An RLE dict (str or bytes counts) back to a bool H×W mask."""
-    return mask_utils.decode(_coco_rle(rle)).astype(bool)
+    return mask_utils.decode(coco_rle(rle)).astype(bool)
 
 
 def rle_area(rles: Sequence[dict]) -> list[float]:
     """Pixel counts of RLE masks, computed on the runs (no decode)."""
     if len(rles) == 0:
         return []
-    return [float(a) for a in mask_utils.area([_coco_rle(r) for r in rles])]
+    return [float(a) for a in mask_utils.area([coco_rle(r) for r in rles])]
 
 
 def mask_iou_matrix(a: Sequence[dict], b: Sequence[dict]) -> np.ndarray:
@@ -130,7 +130,7 @@ def mask_iou_matrix(a: Sequence[dict], b: Sequence[dict]) -> np.ndarray:
     area only (the crowd-region rule), which is not an IoU."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype=np.float64)
-    iou = mask_utils.iou([_coco_rle(r) for r in a], [_coco_rle(r) for r in b], [0] * len(b))
+    iou = mask_utils.iou([coco_rle(r) for r in a], [coco_rle(r) for r in b], [0] * len(b))
     return np.asarray(iou, dtype=np.float64).reshape(len(a), len(b))
 
 
@@ -142,7 +142,7 @@ def containment(inner: dict, outer: dict) -> float:
     inner_area = rle_area([inner])[0]
     if inner_area <= 0:
         return 0.0
-    both = mask_utils.merge([_coco_rle(inner), _coco_rle(outer)], intersect=True)
+    both = mask_utils.merge([coco_rle(inner), coco_rle(outer)], intersect=True)
     return float(mask_utils.area(both)) / inner_area
 
 

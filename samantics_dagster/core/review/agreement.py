@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
+from samantics_dagster.core.dataset.schema import REVIEW_AGREEMENT, AgreementOutcome
 from samantics_dagster.core.label.masks import mask_iou_matrix
 
-MATCHED, CLASS_CHANGED, DELETED, ADDED = "matched", "class_changed", "deleted", "added"
-AGREEMENT_COLUMNS = ["dhash", "task_id", "sam_index", "human_index", "sam_class", "human_class", "iou",
-                     "sam_score", "outcome"]
+MATCHED, CLASS_CHANGED, DELETED, ADDED = (AgreementOutcome.MATCHED, AgreementOutcome.CLASS_CHANGED,
+                                         AgreementOutcome.DELETED, AgreementOutcome.ADDED)
+AGREEMENT_COLUMNS = REVIEW_AGREEMENT.names
 
 
 def match_instances(sam: Sequence[dict], human: Sequence[dict], min_iou: float = 0.5) -> list[dict]:
@@ -47,14 +48,7 @@ def match_instances(sam: Sequence[dict], human: Sequence[dict], min_iou: float =
 
 
 def agreement_table(records: Iterable[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(list(records), columns=AGREEMENT_COLUMNS)
-    for col in ("sam_index", "human_index", "sam_class", "human_class", "task_id"):
-        df[col] = pd.array(df[col], dtype="Int64")
-    df["iou"] = df["iou"].astype("float64")
-    df["sam_score"] = pd.array(df["sam_score"], dtype="Float64")
-    for col in ("dhash", "outcome"):
-        df[col] = df[col].astype("string")
-    return df
+    return REVIEW_AGREEMENT.frame(records)
 
 
 def per_class_summary(table: pd.DataFrame, names: Mapping[int, str]) -> dict[str, dict]:

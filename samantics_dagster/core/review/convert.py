@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from samantics_dagster.core.label.masks import _coco_rle, _json_rle
+from samantics_dagster.core.label.masks import coco_rle, json_rle
 
 FROM_NAME, TO_NAME = "label", "image"
 _SAM_ID = re.compile(r"^s(\d+)p(\d+)$")
@@ -34,7 +34,7 @@ def labeling_config(names: Sequence[str]) -> str:
 
 def mask_polygons(rle: dict, min_points: int = 3) -> list[list[tuple[float, float]]]:
     """Outer contours of the mask in pixels (holes are dropped: Label Studio polygons have none)."""
-    mask = mask_utils.decode(_coco_rle(rle)).astype(np.uint8)
+    mask = mask_utils.decode(coco_rle(rle)).astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     return [[(float(x), float(y)) for x, y in c.reshape(-1, 2)] for c in contours if len(c) >= min_points]
 
@@ -63,15 +63,15 @@ def polygon_rle(polygons: Sequence[Sequence[Sequence[float]]], width: int, heigh
     flat = [[v for x, y in poly for v in (x / 100.0 * width, y / 100.0 * height)] for poly in polygons]
     flat = [f for f in flat if len(f) >= 6]
     if not flat:
-        return _json_rle(mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F")))
-    return _json_rle(mask_utils.merge(mask_utils.frPyObjects(flat, height, width)))
+        return json_rle(mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F")))
+    return json_rle(mask_utils.merge(mask_utils.frPyObjects(flat, height, width)))
 
 
 def _instance(rle: dict, category_id: int, score: float) -> dict:
-    area = float(mask_utils.area(_coco_rle(rle)))
-    x, y, w, h = (float(v) for v in mask_utils.toBbox(_coco_rle(rle)))
+    area = float(mask_utils.area(coco_rle(rle)))
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(coco_rle(rle)))
     return {"category_id": int(category_id), "bbox_xyxy": [x, y, x + w, y + h], "score": float(score),
-            "rle": _json_rle(rle), "area": area}
+            "rle": json_rle(rle), "area": area}
 
 
 def from_regions(results: Sequence[dict], sam_instances: Sequence[dict], width: int, height: int,

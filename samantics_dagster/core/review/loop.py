@@ -18,17 +18,15 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from samantics_dagster.core.dataset.schema import HUMAN_PREFIX, REVIEW_TASKS, REVIEWED_LABELS, ReviewStatus
 from samantics_dagster.core.review.agreement import agreement_table, match_instances
 from samantics_dagster.core.review.client import LabelStudioClient, ProjectMissing
 from samantics_dagster.core.review.convert import from_regions, labeling_config, to_regions
 from samantics_dagster.core.review.triage import Triage
 
-SENT, REVIEWED = "sent", "reviewed"
-TASK_COLUMNS = ["dhash", "rel_path", "status", "project_id", "task_id", "priority", "reasons", "audit", "labeler",
-                "sent_at"]
-REVIEWED_COLUMNS = ["dhash", "rel_path", "status", "task_id", "annotation_id", "annotator", "labeler", "n_instances",
-                    "instances", "width", "height", "updated_at", "agreement"]
-HUMAN_PREFIX = "human:"
+SENT, REVIEWED = ReviewStatus.SENT, ReviewStatus.REVIEWED
+TASK_COLUMNS = REVIEW_TASKS.names
+REVIEWED_COLUMNS = REVIEWED_LABELS.names
 
 
 def _now() -> str:
@@ -36,23 +34,11 @@ def _now() -> str:
 
 
 def task_table(rows: Sequence[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(list(rows), columns=TASK_COLUMNS)
-    for col in ("dhash", "rel_path", "status", "reasons", "labeler", "sent_at"):
-        df[col] = df[col].astype("string")
-    for col in ("project_id", "task_id"):
-        df[col] = pd.array(df[col], dtype="Int64")
-    df["priority"] = df["priority"].astype("float64")
-    df["audit"] = df["audit"].astype("bool")
-    return df.sort_values("task_id", ignore_index=True)
+    return REVIEW_TASKS.frame(rows)
 
 
 def reviewed_table(rows: Sequence[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(list(rows), columns=REVIEWED_COLUMNS)
-    for col in ("dhash", "rel_path", "status", "annotator", "labeler", "instances", "updated_at", "agreement"):
-        df[col] = df[col].astype("string")
-    for col in ("task_id", "annotation_id", "n_instances", "width", "height"):
-        df[col] = pd.array(df[col], dtype="Int64")
-    return df.sort_values("dhash", ignore_index=True)
+    return REVIEWED_LABELS.frame(rows)
 
 
 @dataclass

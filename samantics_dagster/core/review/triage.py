@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from samantics_dagster.core.dataset.schema import LabelStatus
 from samantics_dagster.core.label.masks import containment, mask_iou_matrix
 
 WEIGHTS = {"borderline": 1.0, "overlap": 1.0, "relation": 2.0, "rare": 0.5, "audit": 0.0}
@@ -98,7 +99,7 @@ def frame_reasons(instances: Sequence[dict], settings: TriageSettings, rare: set
 def rare_classes(labels: pd.DataFrame, max_instances: int) -> set[int]:
     """Classes with at most ``max_instances`` instances among the category's done rows."""
     counts: Counter = Counter()
-    for raw in labels.loc[labels["status"] == "done", "instances"]:
+    for raw in labels.loc[labels["status"] == LabelStatus.DONE, "instances"]:
         counts.update(int(i["category_id"]) for i in json.loads(raw))
     return {c for c, n in counts.items() if n <= max_instances}
 
@@ -113,7 +114,7 @@ def triage_frames(labels: pd.DataFrame, settings: TriageSettings) -> list[Triage
         return []
     rare = rare_classes(labels, settings.rare_max_instances)
     out = []
-    for row in labels[labels["status"] == "done"].to_dict("records"):
+    for row in labels[labels["status"] == LabelStatus.DONE].to_dict("records"):
         reasons = frame_reasons(json.loads(row["instances"]), settings, rare)
         if audit_draw(settings.seed, row["dhash"]) < settings.audit_share:
             reasons["audit"] = 1

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.review.client import LabelStudioClient
 
 
@@ -55,13 +56,13 @@ class LabelStudioResource(dg.ConfigurableResource):
         """The image store as Label Studio sees it, to connect as local-files storage (None with images_url)."""
         if self.images_url:
             return None
-        return str(self._seen_dataset(dataset_dir)[0] / "images")
+        return str(DatasetLayout(self._seen_dataset(dataset_dir)[0]).images)
 
     def image_url(self, dataset_dir: Path, dhash: str) -> str:
         if self.images_url:
             return f"{self.images_url.rstrip('/')}/{dhash}.jpg"
         dataset, root = self._seen_dataset(dataset_dir)
-        rel = os.path.relpath(dataset / "images" / f"{dhash}.jpg", root)
+        rel = os.path.relpath(DatasetLayout(dataset).image(dhash), root)
         return f"/data/local-files/?d={quote(rel)}"
 
 

@@ -6,6 +6,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.dataset.spec import Spec, load_spec
 from samantics_dagster.core.dataset.tables import write_table
 from samantics_dagster.core.label.pipeline import PASSENGER
@@ -16,7 +17,7 @@ from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.review.resources import LabelStudioResource
 
-REVIEW_TASKS, REVIEWED_LABELS, REVIEW_AGREEMENT = "review_tasks", "reviewed_labels", "review_agreement"
+REVIEW_TASKS, REVIEWED_LABELS, REVIEW_AGREEMENT = TableName.REVIEW_TASKS, TableName.REVIEWED_LABELS, TableName.REVIEW_AGREEMENT
 
 
 class ReviewTasksConfig(Config):
