@@ -374,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     from samantics_dagster.cli.export import add_export_parser
 
     add_export_parser(sub)
+
+    from samantics_dagster.cli.runs import add_parser as add_runs_parser
+
+    add_runs_parser(sub)
     return parser
 
 

@@ -132,30 +132,31 @@ def assign_splits(
     order = sorted(range(len(keys)), key=keys.__getitem__)
     keys = [keys[i] for i in order]
     group_ids = [_group_id(keys[j], groups[i]) for j, i in enumerate(order)]
-    labels = [NO_LABEL if is_missing_group(labels[i]) else str(labels[i]) for i in order]
+    raw_labels = labels
+    labels_: list[str] = [NO_LABEL if is_missing_group(raw_labels[i]) else str(raw_labels[i]) for i in order]
 
     assignment: dict[str, str] = {}
     old_rows: list[int] = []
     new_rows: list[int] = []
     for row, (key, gid) in enumerate(zip(keys, group_ids)):
-        split = previous.get(gid[1])
-        if split is not None:
-            assignment[key] = split
+        known = previous.get(gid[1])
+        if known is not None:
+            assignment[key] = known
             old_rows.append(row)
         else:
             new_rows.append(row)
     if not new_rows:
         return {k: assignment[k] for k in sorted(assignment)}
 
-    label_names = sorted(set(labels))
+    label_names = sorted(set(labels_))
     label_index = {name: i for i, name in enumerate(label_names)}
     n_labels = len(label_names)
     split_names = sorted(shares)
     old_counts = {s: np.zeros(n_labels) for s in split_names}
-    old_frames = Counter()
+    old_frames: Counter[str] = Counter()
     for row in old_rows:
         split = assignment[keys[row]]
-        old_counts[split][label_index[labels[row]]] += 1
+        old_counts[split][label_index[labels_[row]]] += 1
         old_frames[split] += 1
 
     new_group_ids = sorted({group_ids[row] for row in new_rows})
@@ -164,14 +165,14 @@ def assign_splits(
         assignment.update({keys[row]: remainder for row in new_rows})
         return {k: assignment[k] for k in sorted(assignment)}
 
-    fold_of_group = _folds(new_rows, group_ids, labels, new_group_ids, seed)
+    fold_of_group = _folds(new_rows, group_ids, labels_, new_group_ids, seed)
     n_folds = max(fold_of_group.values()) + 1
     fold_frames = np.zeros(n_folds, dtype=np.int64)
     fold_labels = np.zeros((n_folds, n_labels))
     for row in new_rows:
         fold = fold_of_group[group_ids[row]]
         fold_frames[fold] += 1
-        fold_labels[fold, label_index[labels[row]]] += 1
+        fold_labels[fold, label_index[labels_[row]]] += 1
 
     # Frame targets for the new frames: what each split lacks of its overall share.
     n_total = len(keys)

@@ -166,6 +166,22 @@ def _join(pieces: Sequence[tuple[float, np.ndarray, list[np.ndarray]]], epsilon:
     return _compress(ring), far
 
 
+def _within_budget(pieces: list, max_vertices: int, out: Traced) -> list[tuple[float, np.ndarray, list[np.ndarray]]]:
+    """Largest pieces and holes first, as many as a polygon of ``max_vertices`` can carry (each costs at least
+    five: three vertices and a bridge there and back); the rest dropped ("budget") or filled, and counted.
+    This also bounds the nearest-first join, which is quadratic in the number of rings."""
+    pieces = sorted(pieces, key=lambda p: -p[0])
+    keep = max(1, max_vertices // 20)
+    if len(pieces) > keep:
+        out.dropped_parts["budget"] = len(pieces) - keep
+        pieces = pieces[:keep]
+    holes = sorted(((h[0], k, n) for k, p in enumerate(pieces) for n, h in enumerate(p[2])), reverse=True)
+    kept = {(k, n) for _, k, n in holes[:max_vertices // 10]}
+    out.filled_holes += len(holes) - len(kept)
+    return [(pixels, outer, [h for n, (_, h) in enumerate(hs) if (k, n) in kept])
+            for k, (pixels, outer, hs) in enumerate(pieces)]
+
+
 def trace_mask(mask: np.ndarray, min_part_area: int = MIN_PART_AREA, min_hole_area: int = MIN_HOLE_AREA,
                max_vertices: int = MAX_VERTICES) -> Traced:
     """One ring for a binary (H, W) mask: pieces largest first, holes bridged into their piece, pieces that
@@ -177,7 +193,7 @@ def trace_mask(mask: np.ndarray, min_part_area: int = MIN_PART_AREA, min_hole_ar
         return Traced(None, reason="empty_mask")
     contours, hierarchy = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
     hier = hierarchy[0]
-    pieces: list[tuple[float, np.ndarray, list[np.ndarray]]] = []
+    pieces: list[tuple[float, np.ndarray, list[tuple[float, np.ndarray]]]] = []
     out = Traced(None)
     for k, contour in enumerate(contours):
         if hier[k][3] != -1:
@@ -192,22 +208,23 @@ def trace_mask(mask: np.ndarray, min_part_area: int = MIN_PART_AREA, min_hole_ar
         if len(ring) < 3 or area == 0:
             out.dropped_parts["line"] = out.dropped_parts.get("line", 0) + 1
             continue
-        holes: list[np.ndarray] = []
+        holes: list[tuple[float, np.ndarray]] = []
         child = hier[k][2]
         while child != -1:
             out.holes += 1
             h_area, h_boundary = _pixels(contours[child])
             hole = contours[child].reshape(-1, 2)
-            if h_area - h_boundary / 2 + 1 < min_hole_area or len(hole) < 3:
+            h_pixels = h_area - h_boundary / 2 + 1
+            if h_pixels < min_hole_area or len(hole) < 3:
                 out.filled_holes += 1
             else:
-                holes.append(hole)
+                holes.append((h_pixels, hole))
             child = hier[child][0]
         pieces.append((pixels, ring, holes))
     if not pieces:
         return Traced(None, reason="too_small", parts=out.parts, holes=out.holes,
                       dropped_parts=out.dropped_parts, filled_holes=out.filled_holes)
-    pieces.sort(key=lambda p: -p[0])
+    pieces = _within_budget(pieces, max_vertices, out)
     for epsilon in SIMPLIFY_STEPS:
         ring, far = _join(pieces, epsilon)
         if len(ring) <= max_vertices:

@@ -204,7 +204,7 @@ def load_sam3(model_dir: Path, device: str = "auto", dtype: str = "auto", attn: 
     dev = _resolve_device(device)
     dt = _resolve_dtype(dtype, dev)
     model = Sam3Model.from_pretrained(model_dir, dtype=dt, attn_implementation=attn, local_files_only=True)
-    model = model.to(dev).eval()
+    model = model.to(dev).eval()  # type: ignore[arg-type]  # transformers types .to() by its own PreTrainedModel
     processor = Sam3Processor.from_pretrained(model_dir, local_files_only=True)
     if compile:
         for sub in (model.vision_encoder, model.detr_encoder, model.detr_decoder, model.mask_decoder):
@@ -271,7 +271,7 @@ class PendingDetections:
         if any(g.masks is None for groups in self._per_image for g in groups):
             raise ValueError("detections() needs full-resolution masks: call detect with host_masks=True")
         return [[Detection(prompt_index=int(g.prompt_index[j]), score=float(g.scores[j]),
-                           box_xyxy=tuple(g.boxes_xyxy[j].tolist()), mask=g.masks[j])
+                           box_xyxy=tuple(g.boxes_xyxy[j].tolist()), mask=g.masks[j])  # type: ignore[index]
                  for g in groups for j in range(len(g.scores))]
                 for groups in self.groups()]
 

@@ -31,7 +31,7 @@ def render_preview(image: Image.Image, instances: list[dict], names: dict[int, s
             canvas[mask] = 0.5 * canvas[mask] + 0.5 * np.array(_colour(inst["category_id"]), dtype=np.float32)
     out = Image.fromarray(canvas.astype(np.uint8))
     scale = width / out.width
-    out = out.resize((width, max(1, round(out.height * scale))), Image.BILINEAR)
+    out = out.resize((width, max(1, round(out.height * scale))), Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(out)
     for inst in instances:
         x0, y0, x1, y1 = (v * scale for v in inst["bbox_xyxy"])

@@ -77,7 +77,7 @@ def _read_overrides(path: Path | None) -> dict:
     return raw
 
 
-def _text(path: Path, entry: str, value: Any) -> str:
+def _text(path: Path | None, entry: str, value: Any) -> str:
     if value is None:
         value = ""
     if not isinstance(value, str):

@@ -44,8 +44,8 @@ class DeviceRuns:
 
     def to_host(self, non_blocking: bool = False) -> HostRuns:
         """Start the copy to (pinned, if from CUDA) host memory; valid once the stream passes it."""
-        return HostRuns(*(_to_host(t, non_blocking) for t in (self.runs, self.n_runs, self.area)),
-                        height=self.height, width=self.width)
+        runs, n_runs, area = (_to_host(t, non_blocking) for t in (self.runs, self.n_runs, self.area))
+        return HostRuns(runs, n_runs, area, height=self.height, width=self.width)
 
 
 @dataclass(eq=False)

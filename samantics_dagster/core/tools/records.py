@@ -108,8 +108,9 @@ def stats(splits: Mapping[str, Sequence[dict]], spec: Spec | None, *, keep_empty
           keep_only_person: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per split: images, instances, videos; per class and split: instances, images)."""
     names = {c.id: c.name for c in spec.categories} if spec else {}
-    summary, per_class = [], Counter()
-    images_with = Counter()
+    summary: list[dict] = []
+    per_class: Counter[tuple[str, int]] = Counter()
+    images_with: Counter[tuple[str, int]] = Counter()
     for split, records in splits.items():
         kept = [r for r in records if keep(r, spec, keep_empty, keep_only_person)]
         n_inst = 0

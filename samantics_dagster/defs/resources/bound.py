@@ -12,5 +12,6 @@ def resources() -> dg.Definitions:
     return dg.Definitions(resources={
         "dataset": DatasetResource(dataset_dir=dg.EnvVar("DATASET_DIR"), grabby_workdir=dg.EnvVar("GRABBY_WORKDIR")),
         "table_io_manager": ParquetTableIOManager(dataset_dir=dg.EnvVar("DATASET_DIR")),
-        "sam3": Sam3Resource(model_cache=dg.EnvVar("MODEL_CACHE")),
+        # mypy reads the defaulted pydantic Fields of a ConfigurableResource as required
+        "sam3": Sam3Resource(model_cache=dg.EnvVar("MODEL_CACHE")),  # type: ignore[call-arg]
     })
