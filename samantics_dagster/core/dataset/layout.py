@@ -142,3 +142,33 @@ class DatasetLayout:
 def parts_dir(table_path: Path) -> Path:
     """Where the parts of a table written in batches live until merged: ``{table dir}/.parts/{category}/``."""
     return table_path.parent / ".parts" / table_path.stem
+
+
+@dataclass(frozen=True)
+class YoloLayout:
+    """The YOLO-seg tree Ultralytics reads (``export/yolo/``, or a staging copy of it being built)."""
+
+    root: Path
+
+    @property
+    def data_yaml(self) -> Path:
+        return self.root / "data.yaml"
+
+    @property
+    def classes_json(self) -> Path:
+        """Our category id -> Ultralytics' contiguous class index."""
+        return self.root / "classes.json"
+
+    def images(self, split: str) -> Path:
+        return self.root / "images" / split
+
+    def labels(self, split: str) -> Path:
+        return self.root / "labels" / split
+
+    def label(self, split: str, stem: str) -> Path:
+        return self.labels(split) / f"{stem}.txt"
+
+    @staticmethod
+    def images_key(split: str) -> str:
+        """A split's image folder as data.yaml names it (relative to the yaml's folder)."""
+        return f"images/{split}"

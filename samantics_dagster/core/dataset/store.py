@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from samantics_dagster.core.dataset.atomic import umask_mode
+from samantics_dagster.core.dataset.atomic import DatasetWriteError, umask_mode
+from samantics_dagster.core.dataset.atomic import _explain as explain_write_error
 from samantics_dagster.core.dataset.layout import DatasetLayout
 
 _NAME = re.compile(r"^[0-9a-f]{16}\.jpg$")
@@ -46,18 +47,23 @@ class ImageStore:
         final = self.path_for(dhash_hex)
         if final.exists():
             return False
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".jpg")
         try:
-            os.fchmod(fd, umask_mode())  # mkstemp's 0600 would hide the store from other uids
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".jpg")
             try:
-                os.link(tmp, final)
-            except FileExistsError:
-                return False
-        finally:
-            os.unlink(tmp)
+                os.fchmod(fd, umask_mode())  # mkstemp's 0600 would hide the store from other uids
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                try:
+                    os.link(tmp, final)
+                except FileExistsError:
+                    return False
+            finally:
+                os.unlink(tmp)
+        except DatasetWriteError:
+            raise
+        except OSError as exc:  # ENOSPC, EIO: say which file and what to do; the temp file is already gone
+            raise explain_write_error(exc, final) from exc
         return True
 
     def _claims_path(self, category: str) -> Path:

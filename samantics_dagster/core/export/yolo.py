@@ -224,9 +224,9 @@ def trace_mask(mask: np.ndarray, min_part_area: int = MIN_PART_AREA, min_hole_ar
     if not pieces:
         return Traced(None, reason="too_small", parts=out.parts, holes=out.holes,
                       dropped_parts=out.dropped_parts, filled_holes=out.filled_holes)
-    pieces = _within_budget(pieces, max_vertices, out)
+    budgeted = _within_budget(pieces, max_vertices, out)
     for epsilon in SIMPLIFY_STEPS:
-        ring, far = _join(pieces, epsilon)
+        ring, far = _join(budgeted, epsilon)
         if len(ring) <= max_vertices:
             break
     if far:
@@ -283,14 +283,14 @@ class Instance:
 
 
 def trace_instance(rle: Mapping, width: int, height: int, min_part_area: int = MIN_PART_AREA,
-                   min_hole_area: int = MIN_HOLE_AREA) -> Instance:
+                   min_hole_area: int = MIN_HOLE_AREA, max_vertices: int = MAX_VERTICES) -> Instance:
     """RLE -> normalised polygon and its IoU against the RLE. An RLE whose size is not the image's is a
     reason ("size_mismatch"), not a crash: the COCO checks should have stopped it, but one bad row must not
     stop the export."""
     if [int(v) for v in rle["size"]] != [int(height), int(width)]:
         return Instance(Traced(None, reason="size_mismatch"), None, None)
     mask = decode_rle(rle)
-    traced = trace_mask(mask, min_part_area, min_hole_area)
+    traced = trace_mask(mask, min_part_area, min_hole_area, max_vertices)
     if traced.ring is None:
         return Instance(traced, None, None)
     polygon = normalise(traced.ring, width, height)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from samantics_dagster.core.dataset.layout import DatasetLayout
+from samantics_dagster.core.dataset.layout import DatasetLayout, YoloLayout
 from samantics_dagster.core.export.yolo import (
     MIN_HOLE_AREA,
     MIN_PART_AREA,
@@ -78,8 +78,9 @@ def _write_split(split: str, coco: Mapping, layout: DatasetLayout, tmp: Path, ou
     by_image: dict[int, list[dict]] = {}
     for ann in coco["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
-    (tmp / "images" / split).mkdir(parents=True)
-    (tmp / "labels" / split).mkdir(parents=True)
+    staged, final = YoloLayout(tmp), YoloLayout(out)
+    staged.images(split).mkdir(parents=True)
+    staged.labels(split).mkdir(parents=True)
     names: set[str] = set()
     images = instances = 0
     for image in coco["images"]:
@@ -111,8 +112,8 @@ def _write_split(split: str, coco: Mapping, layout: DatasetLayout, tmp: Path, ou
             report.ious.append(float(traced.iou or 0.0))
             report.vertices.append(len(traced.polygon))
             report.simplified += traced.traced.epsilon > 0
-        _link(source, tmp / "images" / split / f"{stem}{source.suffix}", out / "images" / split)
-        (tmp / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+        _link(source, staged.images(split) / f"{stem}{source.suffix}", final.images(split))
+        staged.label(split, stem).write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
         images += 1
         instances += len(lines)
     report.images[split] = images
@@ -148,12 +149,12 @@ def write_yolo_export(layout: DatasetLayout, coco_files: Mapping[str, Path], cat
             coco = json.loads(Path(path).read_text(encoding="utf-8"))
             _write_split(split, coco, layout, tmp, out, index_of, report, min_part_area, min_hole_area)
             del coco
-        splits = {s: f"images/{s}" for s in coco_files}
+        splits = {s: YoloLayout.images_key(s) for s in coco_files}
         if "val" not in splits:  # Ultralytics requires a val key; say so rather than invent a split
-            splits["val"] = "images/train"
+            splits["val"] = YoloLayout.images_key("train")
             report.val_source = "train (the COCO export has no val split)"
-        (tmp / "data.yaml").write_text(data_yaml(splits, [c["name"] for c in report.classes]), encoding="utf-8")
-        (tmp / "classes.json").write_text(json.dumps({"classes": report.classes}, indent=1), encoding="utf-8")
+        YoloLayout(tmp).data_yaml.write_text(data_yaml(splits, [c["name"] for c in report.classes]), encoding="utf-8")
+        YoloLayout(tmp).classes_json.write_text(json.dumps({"classes": report.classes}, indent=1), encoding="utf-8")
         _swap(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -129,7 +129,12 @@ def heal_before_run(instance: DagsterInstance, dataset_dir: Path, run_id: str, l
     if not holders:
         return
     try:
-        heal(instance, dataset_dir, f"run {run_id} at its start", log, exclude=[run_id], grace_s=0.0)
+        healed = {d.run_id for d in heal(instance, dataset_dir, f"run {run_id} at its start", log, exclude=[run_id],
+                                         grace_s=0.0)}
+        for other, pools in sorted(holders.items()):
+            if other not in healed:
+                log(f"run {other} holds the {', '.join(sorted(pools))} pool slot and looks alive: steps of this pool "
+                    f"wait for it. If its worker died on another machine, `{RELEASE_COMMAND}` there frees it")
     except Exception as exc:  # healing must never fail a healthy run; say what frees the slot by hand
         log(f"could not check the runs holding pool slots ({exc}); if a step waits on a pool for good, "
             f"`{RELEASE_COMMAND}` fails the dead runs and frees their slots")

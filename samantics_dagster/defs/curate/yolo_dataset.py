@@ -8,6 +8,7 @@ Built from ``coco/{split}.json`` (so the same images and splits as the COCO expo
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from samantics_dagster.core.dataset.layout import YoloLayout
 from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.export.coco import SPLITS, categories_json
 from samantics_dagster.core.export.yolo import MIN_HOLE_AREA, MIN_PART_AREA
@@ -45,7 +46,7 @@ def yolo_dataset(context: AssetExecutionContext, config: YoloConfig, dataset: Da
                      f"polygons, median IoU {fidelity.get('median')}; dropped {meta['dropped_instances'] or 'none'}")
     return MaterializeResult(metadata={
         "path": str(report.out),
-        "data_yaml": str(report.out / "data.yaml"),
+        "data_yaml": str(YoloLayout(report.out).data_yaml),
         **{f"{s}_images": n for s, n in report.images.items()},
         **{f"{s}_instances": n for s, n in report.instances.items()},
         "fidelity_iou_median": float(fidelity.get("median", 0.0)),

@@ -1,0 +1,130 @@
+"""Faults while writing the dataset: a full disk (ENOSPC, a real tmpfs that small) and a failing disk (EIO,
+injected). Every failure must name the file and the fix, leave no temp file behind, and the next run after
+the fault is gone must complete with the same dataset as a clean run."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+
+import pytest
+
+CATEGORY = "gym"
+
+
+def _run_all(instance, partition: str = CATEGORY):
+    """category_pipeline then coco_export; the first failure's message, or None."""
+    from samantics_dagster.definitions import defs
+
+    if not instance.has_dynamic_partition("category", partition):
+        instance.add_dynamic_partitions("category", [partition])
+    for job, key in (("category_pipeline", partition), ("coco_export", None)):
+        result = defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+        if not result.success:
+            failures = [e for e in result.all_events if e.is_step_failure]
+            if not failures:
+                return "run failed"
+            error, messages = failures[0].step_failure_data.error, []
+            while error is not None:  # Dagster wraps the asset's exception: the cause says what happened
+                messages.append(error.message.strip())
+                error = error.cause
+            # the first exception below Dagster's wrapper: what the asset raised (its own cause is the raw OSError)
+            return next((m for m in messages if not m.startswith("dagster.")), messages[-1])
+    return None
+
+
+def _temp_files(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and (p.name.startswith(".tmp") or p.name.endswith(".tmp") or ".tmp-" in p.name
+                                      or (p.name.startswith(".") and p.suffix == ".tmp")))
+
+
+def _files(root) -> dict[str, bytes]:
+    skip = (".locks/",)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not str(p.relative_to(root)).startswith(skip)}
+
+
+def _used_bytes(root) -> int:
+    return sum(p.lstat().st_blocks * 512 for p in root.rglob("*"))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """Mount a tmpfs of a given size at a fresh folder (needs root and CAP_SYS_ADMIN; skips otherwise)."""
+    mounted = []
+
+    def mount(size_bytes: int):
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({proc.stderr.strip() or 'not root'}): the ENOSPC test "
+                        "needs root with CAP_SYS_ADMIN")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_a_full_disk_names_the_file_loses_nothing_and_the_next_run_completes(dataset_env, instance, tiny_disk,
+                                                                             monkeypatch, tmp_path):
+    from samantics_dagster.demo.spec import write_demo_spec
+
+    # a clean run on the normal disk: the reference, and how much the dataset needs
+    assert _run_all(instance) is None
+    clean = _files(dataset_env)
+    need = _used_bytes(dataset_env)
+    hit = {}
+    for share in (0.05, 0.9):
+        disk = tiny_disk(need + 4 * 1024 * 1024)
+        dataset = disk / "dataset"
+        write_demo_spec(dataset)
+        monkeypatch.setenv("DATASET_DIR", str(dataset))
+        filler = disk / "filler"
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        filler.write_bytes(b"\0" * max(0, free - int(need * share)))
+        message = _run_all(instance)
+        assert message is not None, f"the run fit in {share:.0%} of the space it needs"
+        assert str(dataset) in message and "free space" in message, message
+        hit[share] = message.split(":")[0]
+        assert not _temp_files(dataset), _temp_files(dataset)
+        filler.unlink()  # space freed: the next run completes, with the clean run's dataset
+        assert _run_all(instance) is None
+        assert not _temp_files(dataset)
+        done = _files(dataset)
+        assert done.keys() == clean.keys() and done == clean, sorted(set(done) ^ set(clean))[:10]
+    print("ENOSPC hit:", hit)
+
+
+@pytest.mark.parametrize("nth", [1, 25])
+def test_an_io_error_names_the_file_loses_nothing_and_the_next_run_completes(dataset_env, instance, monkeypatch, nth,
+                                                                             tmp_path):
+    """EIO can't be made on a real disk here: the n-th fsync or store link of the run raises it."""
+    import samantics_dagster.core.dataset.atomic as atomic
+    import samantics_dagster.core.dataset.store as store
+
+    calls = {"n": 0}
+
+    def failing(real):
+        def call(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == nth:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(atomic.os, "fsync", failing(os.fsync))
+    monkeypatch.setattr(store.os, "link", failing(os.link))
+    message = _run_all(instance)
+    monkeypatch.undo()
+    assert message is not None and calls["n"] >= nth
+    assert "I/O error" in message and str(dataset_env) in message, message
+    assert not _temp_files(dataset_env), _temp_files(dataset_env)
+    os.environ["DATASET_DIR"] = str(dataset_env)
+    assert _run_all(instance) is None
+    assert not _temp_files(dataset_env)
