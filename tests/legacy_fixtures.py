@@ -1,7 +1,7 @@
 """Old samantics datasets for the legacy import tests, built from real photos (scikit-image), a real
 SQLite ``pipeline.db`` and real COCO RLE masks (pycocotools).
 
-Both layouts of ``core/legacy.py``'s module doc: ``build_db_layout`` (``pipeline.db`` + ``images/`` +
+Both layouts of ``core/tools/legacy/`` (``docs/legacy-import.md``): ``build_db_layout`` (``pipeline.db`` + ``images/`` +
 ``labels.jsonl``) and ``build_selection_layout`` (``01-selection/ 02-labels/ 03-curation/``). Each returns
 the truth the tests check the import against.
 """

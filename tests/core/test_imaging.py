@@ -101,3 +101,15 @@ def test_signature_hash_is_imagehash_dhash_of_the_same_pixels_and_structure_tell
     assert flat.structure <= 8
     assert sig.colour.shape == (9, 16, 3) and sig.grey.shape == (64, 64)
     assert smooth.texture < 0.7 < sig.texture  # a ramp leaves nothing for phase correlation to lock on to
+
+
+def test_a_greyscale_copy_of_a_colour_frame_has_the_colour_distance_of_its_greys():
+    """A grabber may deliver a frame as greyscale JPEG: it is the same scene, and a sky is still not a wall."""
+    from samantics_dagster.core.dedupe.imaging import frame_signature
+    from samantics_dagster.core.dedupe.signals import colour_distance
+
+    img = photo("coffee", (640, 360))
+    colour, grey = frame_signature(jpeg_bytes(img)), frame_signature(jpeg_bytes(img.convert("L")))
+    other = frame_signature(jpeg_bytes(photo("astronaut", (640, 360)).convert("L")))
+    assert colour_distance(colour, grey) < 5
+    assert colour_distance(colour, other) > 20

@@ -13,7 +13,7 @@ from samantics_dagster.core.label import pipeline as labeling
 from samantics_dagster.core.workdir.catalog import frames_to_table, scan_category
 from samantics_dagster.core.dedupe.engine import DEDUPE_COLUMNS, DedupeSettings, dedupe_partition
 from samantics_dagster.core.dedupe.engine import to_table as dedupe_table
-from samantics_dagster.core.dedupe.imaging import frame_dhash
+from samantics_dagster.core.dedupe.imaging import frame_signature
 from samantics_dagster.core.label.pipeline import LABEL_COLUMNS, label_partition
 from samantics_dagster.core.tools.legacy import LegacyImportError, import_legacy
 from samantics_dagster.core.dataset.store import ImageStore
@@ -26,7 +26,8 @@ CURATED = ["dhash", "rel_path", "video_id", "status", "reason", "split", "n_anno
 
 
 def _dhash(data: bytes) -> str:
-    return f"{frame_dhash(data).dhash:016x}"
+    """The store name dedupe gives these bytes (the import must give the same)."""
+    return f"{frame_signature(data).dhash:016x}"
 
 
 def _table(dataset: Path, asset: str, category: str) -> pd.DataFrame:

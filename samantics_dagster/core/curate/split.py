@@ -108,23 +108,10 @@ def assign_splits(
     keys = [str(k) for k in keys]
     groups = list(groups)
     labels = list(labels)
-    if not (len(keys) == len(groups) == len(labels)):
-        raise ValueError(
-            f"keys, groups and labels differ in length ({len(keys)}, {len(groups)}, {len(labels)}); pass"
-            " one group and one label per key"
-        )
-    duplicates = [k for k, n in Counter(keys).items() if n > 1]
-    if duplicates:
-        raise ValueError(f"frame keys must be unique, {duplicates[0]!r} repeats; de-duplicate the keys first")
+    _check_rows(keys, groups, labels)
     shares = _normalise_ratios(ratios)
     remainder = "train" if "train" in shares else min(shares, key=lambda s: (-shares[s], s))
-    previous = {str(group): str(split) for group, split in (previous or {}).items()}
-    for group, split in previous.items():
-        if split not in shares:
-            raise ValueError(
-                f"previous puts {group!r} in split {split!r}, which the ratios lack; add {split!r} to the"
-                " ratios (0 is fine) or pass previous=None to split again from scratch"
-            )
+    previous = _checked_previous(previous, shares)
     if not keys:
         return {}
 
@@ -174,9 +161,55 @@ def assign_splits(
         fold_frames[fold] += 1
         fold_labels[fold, label_index[labels_[row]]] += 1
 
+    split_of_fold = _split_of_folds(fold_frames, fold_labels, old_counts, old_frames, shares, remainder,
+                                    n_total=len(keys), n_new=len(new_rows), seed=seed)
+    for row in new_rows:
+        assignment[keys[row]] = split_of_fold[fold_of_group[group_ids[row]]]
+    return {k: assignment[k] for k in sorted(assignment)}
+
+
+def _check_rows(keys: list[str], groups: list[str | None], labels: list[str | None]) -> None:
+    """One group and one label per key, and no key twice."""
+    if not (len(keys) == len(groups) == len(labels)):
+        raise ValueError(
+            f"keys, groups and labels differ in length ({len(keys)}, {len(groups)}, {len(labels)}); pass"
+            " one group and one label per key"
+        )
+    duplicates = [k for k, n in Counter(keys).items() if n > 1]
+    if duplicates:
+        raise ValueError(f"frame keys must be unique, {duplicates[0]!r} repeats; de-duplicate the keys first")
+
+
+def _checked_previous(previous: Mapping[str, str] | None, shares: Mapping[str, float]) -> dict[str, str]:
+    """``previous`` as strings; every split it names must be one of the ratios' (a sticky split needs a home)."""
+    checked = {str(group): str(split) for group, split in (previous or {}).items()}
+    for group, split in checked.items():
+        if split not in shares:
+            raise ValueError(
+                f"previous puts {group!r} in split {split!r}, which the ratios lack; add {split!r} to the"
+                " ratios (0 is fine) or pass previous=None to split again from scratch"
+            )
+    return checked
+
+
+def _split_of_folds(
+    fold_frames: np.ndarray,
+    fold_labels: np.ndarray,
+    old_counts: Mapping[str, np.ndarray],
+    old_frames: Counter[str],
+    shares: Mapping[str, float],
+    remainder: str,
+    *,
+    n_total: int,
+    n_new: int,
+    seed: int,
+) -> dict[int, str]:
+    """Each new fold's split: the smallest split first picks the folds that fill what it lacks; the
+    remainder split takes the rest."""
+    split_names = sorted(shares)
+    n_labels = fold_labels.shape[1]
+    n_folds = len(fold_frames)
     # Frame targets for the new frames: what each split lacks of its overall share.
-    n_total = len(keys)
-    n_new = len(new_rows)
     needs = {s: max(0.0, shares[s] * n_total - old_frames[s]) for s in split_names if s != remainder}
     wanted = sum(needs.values())
     if wanted > n_new:
@@ -209,10 +242,7 @@ def assign_splits(
         available = [f for j, f in enumerate(available) if j not in set(chosen)]
     for fold in available:
         split_of_fold[fold] = remainder
-
-    for row in new_rows:
-        assignment[keys[row]] = split_of_fold[fold_of_group[group_ids[row]]]
-    return {k: assignment[k] for k in sorted(assignment)}
+    return split_of_fold
 
 
 def _normalise_ratios(ratios: Mapping[str, float]) -> dict[str, float]:

@@ -56,6 +56,8 @@ def partition_violations(tables: dict[str, pd.DataFrame], category: str) -> pd.D
         r_names = (rest_df["category"] + ":" + rest_df["rel_path"]).to_numpy()
         q_names = (category + ":" + mine["rel_path"]).to_numpy()
         for t in np.unique(r_thr):
+            if t < 0:  # frames whose hash alone is never final (too little structure): no hash audit applies
+                continue
             members = np.flatnonzero(r_thr == t)
             index = HammingIndex(hex_to_codes(rest_df["dhash"].iloc[members].tolist()))
             pos, dist = index.nearest_within(q_codes, int(t))

@@ -8,7 +8,7 @@ only, never rejected ones, so near-duplicate chains (A~B~C) can't merge distinct
 Resumable: a frame whose (bytes, mtime_ns) and the settings fingerprint match the previous table keeps
 its row and is not read again; a changed setting redoes the partition.
 
-Rows brought in by ``core/tools/legacy.py`` (``settings`` starting with ``imported:``) carry no stat fingerprint
+Rows brought in by ``core/tools/legacy/`` (``settings`` starting with ``imported:``) carry no stat fingerprint
 of the workdir file: a frame still in the workdir adopts its imported row when the file has the same size
 and content digest as the imported copy (read, never decoded); otherwise it is decided again.
 """
@@ -298,6 +298,8 @@ def dedupe_partition(
             continue
         seen_digest[frame.digest] = row["rel_path"]
         me = position[id(frame)]
+        if frame.sig.structure < settings.signals.min_structure:
+            row["dhash_threshold"] = -1  # its hash alone never decides (too little structure): audits skip it
         close = sorted((int(np.bitwise_count(np.uint64(frame.dhash) ^ np.uint64(hashed[j].dhash))), j)
                        for j in neighbours.get(me, ()) if accepted_new.get(j))
         candidates = [Candidate(d, hashed[j].row["dhash"], hashed[j].path, hashed[j].sig) for d, j in close]

@@ -31,6 +31,7 @@ MARGIN = 2            # grey levels (0-255) of a 9x8 cell difference for its bit
 COLOUR_SIZE = (16, 9)  # (w, h) of the colour thumbnail
 PHASE_SIZE = 64       # side of the grey thumbnail for phase correlation
 MAX_OFFSET = 24.0     # grey levels of global brightness two frames of one scene may differ by (jitter, exposure)
+GREY_CHROMA = 8.0     # a thumbnail whose channels never spread more than this is a greyscale frame
 _WINDOW = cv2.createHanningWindow((PHASE_SIZE, PHASE_SIZE), cv2.CV_32F)
 # A plane a + b*x + c*y fitted to a thumbnail and taken away before correlating: a smooth gradient has no
 # position to lock on to, and left in it makes a peak at an arbitrary shift.
@@ -75,10 +76,18 @@ def signature(colour_bgr: np.ndarray, width: int, height: int) -> Signature:
     return Signature(code, width, height, structure, np.ascontiguousarray(thumb), phase, float(_deplaned(phase).std()))
 
 
+def _chroma(thumb: np.ndarray) -> float:
+    """The largest channel spread of any thumbnail pixel: ~0 for a greyscale frame."""
+    return float((thumb.max(axis=2) - thumb.min(axis=2)).max())
+
+
 def colour_distance(a: Signature, b: Signature) -> float:
     """Mean absolute RGB difference of the colour thumbnails (grey levels), after allowing the two frames
     a global brightness offset of up to ``MAX_OFFSET`` (what exposure and jitter change in one scene)."""
-    delta = a.colour.astype(np.float32) - b.colour.astype(np.float32)
+    ca, cb = a.colour.astype(np.float32), b.colour.astype(np.float32)
+    if min(_chroma(ca), _chroma(cb)) < GREY_CHROMA:  # a greyscale copy of a colour frame: compare the greys
+        ca, cb = ca.mean(axis=2, keepdims=True), cb.mean(axis=2, keepdims=True)
+    delta = ca - cb
     offset = float(np.clip(delta.mean(), -MAX_OFFSET, MAX_OFFSET))
     return float(np.abs(delta - offset).mean())
 

@@ -285,6 +285,25 @@ def _thresholds(score_threshold: float | Sequence[float], k: int) -> torch.Tenso
     return torch.tensor(thr)
 
 
+def _collect_kept(per_image: list[list[MaskGroup]], out: Any, rows: torch.Tensor, queries: torch.Tensor,
+                  scores: torch.Tensor, pair_image: np.ndarray, pair_prompt: np.ndarray,
+                  sizes: list[tuple[int, int]], budget: int, *, device_rle: bool, host_masks: bool) -> None:
+    """One chunk's kept queries into ``per_image`` (``rows`` index its pairs; ``pair_*`` start at the chunk)."""
+    kept = torch.cat([scores[:, None], out.pred_boxes[rows, queries].float()], 1).cpu().numpy()
+    rows_host = rows.cpu().numpy()  # the stream is idle by now: these two copies are a few KB
+    kept_image, kept_prompt = pair_image[rows_host], pair_prompt[rows_host]
+    bounds = np.flatnonzero(np.diff(kept_image)) + 1  # pairs are image-major: an image's kept queries are one run
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(kept_image)]):
+        i = int(kept_image[lo])
+        w, h = sizes[i]
+        for c in upsample_kept(out.pred_masks, rows, queries, int(lo), int(hi), h, w, budget,
+                               device_rle=device_rle, host_masks=host_masks):
+            per_image[i].append(MaskGroup(
+                prompt_index=kept_prompt[c.start:c.stop], scores=kept[c.start:c.stop, 0],
+                boxes_xyxy=kept[c.start:c.stop, 1:] * np.array([w, h, w, h], dtype=np.float32),
+                masks=c.masks, runs=c.runs))
+
+
 @torch.inference_mode()
 def detect(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch.Tensor, *,
            score_threshold: float | Sequence[float], pair_chunk: int = 32,
@@ -353,21 +372,8 @@ def detect(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch
         rows, ranks = keep.nonzero(as_tuple=True)  # by pair, then by descending score; waits for the device
         if rows.numel() == 0:
             continue
-        queries = order[rows, ranks]
-        kept = torch.cat([ranked[rows, ranks][:, None], out.pred_boxes[rows, queries].float()], 1).cpu().numpy()
-        rows_host = rows.cpu().numpy()  # the stream is idle by now: these two copies are a few KB
-        kept_image, kept_prompt = pair_image[start + rows_host], pair_prompt[start + rows_host]
-        # Pairs are image-major, so one image's kept queries form one contiguous run.
-        bounds = np.flatnonzero(np.diff(kept_image)) + 1
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(kept_image)]):
-            i = int(kept_image[lo])
-            w, h = sizes[i]
-            for c in upsample_kept(out.pred_masks, rows, queries, int(lo), int(hi), h, w, budget,
-                                   device_rle=device_rle, host_masks=host_masks):
-                per_image[i].append(MaskGroup(
-                    prompt_index=kept_prompt[c.start:c.stop], scores=kept[c.start:c.stop, 0],
-                    boxes_xyxy=kept[c.start:c.stop, 1:] * np.array([w, h, w, h], dtype=np.float32),
-                    masks=c.masks, runs=c.runs))
+        _collect_kept(per_image, out, rows, order[rows, ranks], ranked[rows, ranks], pair_image[start:],
+                      pair_prompt[start:], sizes, budget, device_rle=device_rle, host_masks=host_masks)
     ready = None
     if dev.type == "cuda":
         ready = torch.cuda.Event()

@@ -190,6 +190,52 @@ def _reusable(old: dict, labeler: str, retry_failed: bool, relabel_imported: boo
     return old["labeler"] == labeler and (old["status"] == DONE or not retry_failed)
 
 
+def _plan(wanted: list[dict], known: dict[str, dict], labeler: str, retry_failed: bool,
+          relabel_imported: bool) -> tuple[dict[str, dict], list[dict], str | None]:
+    """(rows that stand, by dhash; rows to label; why rows labelled before are labelled again, if they are)."""
+    keep: dict[str, dict] = {}
+    todo: list[dict] = []
+    stale: Counter = Counter()
+    why: dict[str, None] = {}  # the reasons, in first-seen order
+    for rec in wanted:
+        old = known.get(rec["dhash"])
+        if old is not None and _reusable(old, labeler, retry_failed, relabel_imported):
+            keep[rec["dhash"]] = old
+        else:
+            todo.append(rec)
+            if old is not None and old["labeler"] != labeler:
+                stale[old["labeler"]] += 1
+                why[("relabel_imported is set" if old["status"] == DONE and _imported(old)
+                     else "model, queries or thresholds changed")] = None
+    if not stale:
+        return keep, todo, None
+    return keep, todo, (f"relabelling {sum(stale.values())} images labelled by {', '.join(stale)}: "
+                        f"{'; '.join(why)} (now {labeler})")
+
+
+def _instances_per_class(table: pd.DataFrame) -> dict[str, int]:
+    """Instances in the ``done`` rows, per category id."""
+    per_class: Counter = Counter()
+    for blob in table.loc[table.status == DONE, "instances"]:
+        per_class.update(i["category_id"] for i in json.loads(blob))
+    return {str(k): v for k, v in sorted(per_class.items())}
+
+
+_Loaded = tuple[dict, Image.Image | None, str | None]  # row, its image or None, why it could not be read
+
+
+def _load_batch(store: ImageStore, batch: list[dict]) -> list[_Loaded]:
+    """The batch's stored images; one that cannot be read is an error of its own row, not of the batch."""
+    out: list[_Loaded] = []
+    for rec in batch:
+        try:
+            out.append((rec, load_image(store.path_for(rec["dhash"])), None))
+        except Exception as exc:  # noqa: BLE001 - any decode failure is recorded per image
+            out.append((rec, None, f"cannot read images/{rec['dhash']}.jpg ({exc}); re-run deduped_images to "
+                                   "restore it, then sam3_labels with retry_failed"))
+    return out
+
+
 def label_partition(
     accepted: pd.DataFrame,
     store: ImageStore,
@@ -223,22 +269,8 @@ def label_partition(
     parts_dir.mkdir(parents=True, exist_ok=True)
     known = _known_rows(read_table(table_path), parts_dir)
     wanted = accepted.drop_duplicates("dhash")[["dhash", "rel_path"]].to_dict("records")
-    keep, todo = {}, []
-    stale: Counter = Counter()
-    why: dict[str, None] = {}  # the reasons, in first-seen order
-    for rec in wanted:
-        old = known.get(rec["dhash"])
-        if old is not None and _reusable(old, labeler, retry_failed, relabel_imported):
-            keep[rec["dhash"]] = old
-        else:
-            todo.append(rec)
-            if old is not None and old["labeler"] != labeler:
-                stale[old["labeler"]] += 1
-                why[("relabel_imported is set" if old["status"] == DONE and _imported(old)
-                     else "model, queries or thresholds changed")] = None
-    relabel = None
-    if stale:
-        relabel = f"relabelling {sum(stale.values())} images labelled by {', '.join(stale)}: {'; '.join(why)} (now {labeler})"
+    keep, todo, relabel = _plan(wanted, known, labeler, retry_failed, relabel_imported)
+    if relabel:
         log(relabel)
 
     new_rows: list[dict] = []
@@ -246,15 +278,10 @@ def label_partition(
     post_seconds = post_wait = load_seconds = device_seconds = 0.0
     parts_written = 0
 
-    def load(batch: list[dict]) -> list[tuple[dict, Image.Image | None, str | None]]:
+    def load(batch: list[dict]) -> list[_Loaded]:
         nonlocal load_seconds
         t0 = time.perf_counter()
-        out = []
-        for rec in batch:
-            try:
-                out.append((rec, load_image(store.path_for(rec["dhash"])), None))
-            except Exception as exc:  # noqa: BLE001 - any decode failure is recorded per image
-                out.append((rec, None, f"cannot read images/{rec['dhash']}.jpg ({exc}); re-run deduped_images to restore it, then sam3_labels with retry_failed"))
+        out = _load_batch(store, batch)
         load_seconds += time.perf_counter() - t0  # one loader thread: no race
         return out
 
@@ -309,12 +336,9 @@ def label_partition(
     write_table(table, table_path)
     for part in parts_dir.glob("part-*.parquet"):
         part.unlink()
-    per_class: Counter = Counter()
-    for blob in table.loc[table.status == DONE, "instances"]:
-        per_class.update(i["category_id"] for i in json.loads(blob))
     return LabelResult(table, labelled=sum(r["status"] == DONE for r in new_rows), reused=len(keep),
                        failed=int((table.status == FAILED).sum()), seconds=time.perf_counter() - start,
-                       instances_per_class={str(k): v for k, v in sorted(per_class.items())}, relabel_reason=relabel,
+                       instances_per_class=_instances_per_class(table), relabel_reason=relabel,
                        post_seconds=post_seconds, post_wait_seconds=post_wait, attempted=len(new_rows),
                        failed_this_run=sum(r["status"] == FAILED for r in new_rows),
                        load_seconds=load_seconds, device_seconds=device_seconds)
