@@ -50,7 +50,13 @@ def _rle_pool(rng: np.random.Generator) -> list[dict]:
 def _write_category(root: Path, category: str, n: int, start: int, pool: list[dict], rng: np.random.Generator) -> None:
     from samantics_dagster.core.curate.split_index import load_split_index, replace_category
     from samantics_dagster.core.dataset.layout import DatasetLayout
-    from samantics_dagster.core.dataset.schema import CURATED_COCO, DEDUPED_IMAGES, INGRESS_FRAMES, SAM3_LABELS, TableName
+    from samantics_dagster.core.dataset.schema import (
+        CURATED_COCO,
+        DEDUPED_IMAGES,
+        INGRESS_FRAMES,
+        SAM3_LABELS,
+        TableName,
+    )
     from samantics_dagster.core.dataset.spec import load_spec
     from samantics_dagster.core.dataset.tables import write_table
     from samantics_dagster.core.export.coco import CocoFrame
@@ -65,7 +71,7 @@ def _write_category(root: Path, category: str, n: int, start: int, pool: list[di
 
     ids = [c["id"] for c in DEMO_SPEC["categories"]]
     insts = []
-    for k in range(n):
+    for _ in range(n):
         picks = rng.integers(0, RLE_POOL, size=10)
         insts.append([{"category_id": int(ids[p % len(ids)]), "bbox_xyxy": pool[p]["bbox_xyxy"], "score": 0.9,
                        "rle": pool[p]["rle"], "area": pool[p]["area"]} for p in picks])

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from PIL import Image
 from skimage import data
 
 
-@lru_cache(maxsize=None)
+@cache
 def _raw(name: str) -> Image.Image:
     arr = getattr(data, name)()
     img = Image.fromarray(np.asarray(arr))

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from samantics_dagster.core.workdir.catalog import list_categories
-from samantics_dagster.demo.sample import score_dedupe
 from samantics_dagster.core.dataset.tables import table_path
+from samantics_dagster.core.workdir.catalog import list_categories
 from samantics_dagster.definitions import defs
 from samantics_dagster.defs.partitions import category_partitions
+from samantics_dagster.demo.sample import score_dedupe
 
 # The ingest stage and its checks; labelling and curation have their own test files.
 _BY_KEY = {a.key.path[-1]: a for a in defs.assets}

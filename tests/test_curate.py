@@ -15,11 +15,11 @@ from dagster import AssetKey, AssetSelection, DagsterInstance, materialize
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from samantics_dagster.core.workdir.catalog import list_categories
-from samantics_dagster.demo.spec import write_demo_spec
 from samantics_dagster.core.dataset.tables import table_path
+from samantics_dagster.core.workdir.catalog import list_categories
 from samantics_dagster.definitions import defs
 from samantics_dagster.defs.partitions import category_partitions
+from samantics_dagster.demo.spec import write_demo_spec
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -3,20 +3,23 @@
 import os
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 from dagster import (
-    SensorResult, SkipReason, build_schedule_context, build_sensor_context,
+    SensorResult,
+    SkipReason,
+    build_schedule_context,
+    build_sensor_context,
     evaluate_automation_conditions,
 )
 
 from samantics_dagster.core.dataset.tables import table_path, write_table
 from samantics_dagster.definitions import defs
-from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.automation.schedules import nightly_label_retry
 from samantics_dagster.defs.automation.workdir_sensor import build_workdir_sensor, grabby_workdir_sensor
+from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.settings import Settings
 
 OLD = time.time() - 3600
@@ -112,14 +115,14 @@ def test_nightly_retry_asks_for_the_categories_with_failed_labels(instance, tmp_
     dataset = tmp_path / "dataset"
     resources = {"dataset": DatasetResource(dataset_dir=str(dataset), grabby_workdir=str(tmp_path))}
     with build_schedule_context(instance=instance, resources=resources,
-                                scheduled_execution_time=datetime(2026, 11, 22, 2, tzinfo=timezone.utc)) as context:
+                                scheduled_execution_time=datetime(2026, 11, 22, 2, tzinfo=UTC)) as context:
         assert isinstance(nightly_label_retry(context), SkipReason)
     rows = pd.DataFrame({"dhash": ["a" * 16, "b" * 16], "rel_path": ["y/gym/v_1.jpg", "y/gym/v_2.jpg"],
                          "status": ["failed", "done"], "error": ["CUDA out of memory", None]})
     write_table(rows, table_path(dataset, "sam3_labels", "gym"))
     write_table(rows.assign(status="done"), table_path(dataset, "sam3_labels", "kitchen"))
     with build_schedule_context(instance=instance, resources=resources,
-                                scheduled_execution_time=datetime(2026, 11, 23, 2, tzinfo=timezone.utc)) as context:
+                                scheduled_execution_time=datetime(2026, 11, 23, 2, tzinfo=UTC)) as context:
         requests = nightly_label_retry(context)
     (request,) = requests
     assert request.partition_key == "gym" and request.run_key == "retry:gym:2026-11-23"

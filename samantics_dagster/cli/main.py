@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import UTC
 from pathlib import Path
 
 from samantics_dagster.core.dataset.layout import DatasetLayout
@@ -163,7 +164,6 @@ def _last_runs() -> dict[str, tuple[str, str]]:
     DAGSTER_HOME (empty without one): what the old pipeline.db's status column answered."""
     if not os.environ.get("DAGSTER_HOME") or not (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").exists():
         return {}
-    from datetime import timezone
 
     from dagster import DagsterInstance, RunsFilter
 
@@ -172,7 +172,7 @@ def _last_runs() -> dict[str, tuple[str, str]]:
         for record in instance.get_run_records(RunsFilter(job_name="category_pipeline"), limit=5000):
             category = record.dagster_run.tags.get("dagster/partition")
             if category and category not in out:  # records come newest first
-                when = record.create_timestamp.astimezone(timezone.utc)
+                when = record.create_timestamp.astimezone(UTC)
                 out[category] = (record.dagster_run.status.value.lower(), when.strftime("%Y-%m-%dT%H:%MZ"))
     return out
 
@@ -208,9 +208,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from samantics_dagster.core.tools import records
     from samantics_dagster.core.curate.split import assign_splits, parse_ratios, split_shares
     from samantics_dagster.core.dataset.tables import write_jsonl
+    from samantics_dagster.core.tools import records
 
     test = None
     if args.test_out:
@@ -242,9 +242,9 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_to_coco(args: argparse.Namespace) -> int:
-    from samantics_dagster.core.tools import records
     from samantics_dagster.core.dataset.atomic import write_json_atomic
     from samantics_dagster.core.export.coco import validate_coco
+    from samantics_dagster.core.tools import records
 
     spec = _spec(args.spec, required=True)
     try:

@@ -53,7 +53,7 @@ def tiny_sam3_config(tokenizer, *, image_size: int = TINY_IMAGE_SIZE, hidden: in
     """The smallest ``Sam3Config`` that keeps every code path of the full model (same layer kinds,
     one or two of each); the token ids come from ``tokenizer`` so padding and EOS agree with it."""
     from transformers import Sam3Config
-    from transformers.models.sam3.configuration_sam3 import Sam3ViTConfig, Sam3VisionConfig
+    from transformers.models.sam3.configuration_sam3 import Sam3VisionConfig, Sam3ViTConfig
 
     patches = image_size // 14
     if patches * 14 != image_size:

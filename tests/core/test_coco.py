@@ -11,10 +11,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from samantics_dagster.core.dataset.atomic import write_json_atomic
+from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.export import coco as coco_mod
 from samantics_dagster.core.export.coco import CocoFrame, annotation_id, build_coco, image_id, merge_coco, validate_coco
 from samantics_dagster.demo.spec import DEMO_SPEC
-from samantics_dagster.core.dataset.spec import load_spec
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from samantics_dagster.core.curate.filters import CurateSettings, curate_partition, filter_instances, split_of_groups
-from samantics_dagster.demo.spec import DEMO_SPEC
 from samantics_dagster.core.dataset.spec import SpecError, load_spec
+from samantics_dagster.demo.spec import DEMO_SPEC
 
 W, H = 64, 48
 

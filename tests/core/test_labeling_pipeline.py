@@ -17,15 +17,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samantics_dagster.core.label.pipeline import (
-    IMPORTED_PREFIX, PASSENGER, LabelSettings, label_row, label_partition, make_segmenter, to_table,
-)
-from samantics_dagster.core.label.masks import Instance, apply_relation_rules, build_instances, cap_detections, cross_prompt_nms
-from samantics_dagster.core.label.queries import Query, QuerySet
 from samantics_dagster.core.dataset.spec import CategorySpec, Spec
-from samantics_dagster.core.label.model import _thresholds, encode_prompts, load_sam3, segment_batch
 from samantics_dagster.core.dataset.store import ImageStore
 from samantics_dagster.core.dataset.tables import write_table
+from samantics_dagster.core.label.masks import (
+    Instance,
+    apply_relation_rules,
+    build_instances,
+    cap_detections,
+    cross_prompt_nms,
+)
+from samantics_dagster.core.label.model import _thresholds, encode_prompts, load_sam3, segment_batch
+from samantics_dagster.core.label.pipeline import (
+    IMPORTED_PREFIX,
+    PASSENGER,
+    LabelSettings,
+    label_partition,
+    label_row,
+    make_segmenter,
+    to_table,
+)
+from samantics_dagster.core.label.queries import Query, QuerySet
 from samantics_dagster.demo.tiny_sam3 import save_tiny_sam3
 from tests.images import photo
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from samantics_dagster.core.tools import records
 from samantics_dagster.core.dataset.atomic import write_json_atomic
-from samantics_dagster.core.export.coco import validate_coco
-from samantics_dagster.demo.spec import DEMO_SPEC
 from samantics_dagster.core.dataset.spec import load_spec
+from samantics_dagster.core.export.coco import validate_coco
+from samantics_dagster.core.tools import records
+from samantics_dagster.demo.spec import DEMO_SPEC
 
 
 @pytest.fixture

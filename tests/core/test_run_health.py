@@ -102,6 +102,7 @@ SLOW_RUN = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # subprocess Dagster runs
 def test_a_sigkilled_cli_run_is_healed_by_the_next_run_and_by_the_command(tmp_path, monkeypatch):
     from dagster import DagsterInstance, DagsterRunStatus
 
@@ -146,3 +147,25 @@ def test_a_sigkilled_cli_run_is_healed_by_the_next_run_and_by_the_command(tmp_pa
         assert not slot_holders(instance)
         assert not [r for r in instance.get_runs() if r.status == DagsterRunStatus.STARTED]
     assert lease_run_ids(dataset) == []
+
+
+OWNER = "import sys, time; from samantics_dagster.defs.resources.run_guard import own_category; " \
+        "own_category(sys.argv[1], 'gym', 'run-first', print); print('owned', flush=True); time.sleep(120)"
+
+
+def test_a_second_run_of_a_category_waits_then_fails_naming_the_first(tmp_path):
+    from samantics_dagster.defs.resources.run_guard import CategoryBusy, own_category
+
+    proc = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "owned"
+        waited: list[str] = []
+        with pytest.raises(CategoryBusy, match=r"category 'gym' is being written by run run-first \(pid \d+"):
+            own_category(tmp_path, "gym", "run-second", waited.append, wait_s=0.5)
+        other = own_category(tmp_path, "kitchen", "run-second", waited.append, wait_s=0.5)  # other categories: free
+        other.release()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    lock = own_category(tmp_path, "gym", "run-second", print, wait_s=5)  # the first died: its lock went with it
+    lock.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -154,20 +155,14 @@ class Processes:
     def stop(self) -> None:
         for p in reversed(self.procs):
             if p.popen.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.popen.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 30
         for p in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:  # whatever is left of the group (run workers, code servers)
+            with contextlib.suppress(ProcessLookupError):  # whatever is left of the group (run workers, code servers)
                 os.killpg(p.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             p.popen.wait()
 
 

@@ -3,6 +3,7 @@ serves the webserver on the port asked for, and its GraphQL endpoint answers wit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -69,8 +70,6 @@ def test_samantics_demo_serves_dagster_dev_and_graphql_answers(tmp_path, sample,
         except subprocess.TimeoutExpired:
             pass
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(demo.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             demo.wait()

@@ -25,8 +25,20 @@ import pytest
 import yaml
 
 from tests.deploy.stack import (
-    ARTIFACTS, BIN, CATEGORY_ASSETS, LOCATION, REPO, REPOSITORY, SITECUSTOMIZE, GraphQL, Processes, free_port,
-    local_instance_config, local_workspace, pg_env, wait_for,
+    ARTIFACTS,
+    BIN,
+    CATEGORY_ASSETS,
+    LOCATION,
+    REPO,
+    REPOSITORY,
+    SITECUSTOMIZE,
+    GraphQL,
+    Processes,
+    free_port,
+    local_instance_config,
+    local_workspace,
+    pg_env,
+    wait_for,
 )
 
 pytestmark = pytest.mark.slow

@@ -74,7 +74,7 @@ def _write_file(path: Path, write: Callable[[IO[bytes]], tuple[int, int]]) -> tu
     out: list[tuple[int, int]] = []
 
     def body(raw: IO[bytes]) -> None:
-        buffered = open(raw.fileno(), "wb", buffering=_BUFFER, closefd=False)
+        buffered = open(raw.fileno(), "wb", buffering=_BUFFER, closefd=False)  # noqa: SIM115 (closefd=False: raw stays open)
         out.append(write(buffered))
         buffered.flush()
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from samantics_dagster.core.dataset.spec import Spec, SpecError, did_you_mean, spec_error
+from samantics_dagster.core.dataset.spec import Spec, did_you_mean, spec_error
 
 ALL_KEY = "_all"
 

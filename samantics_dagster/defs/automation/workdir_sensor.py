@@ -9,7 +9,13 @@ reset cursor) never launches the same work twice.
 from pathlib import Path
 
 from dagster import (
-    DefaultSensorStatus, RunRequest, SensorDefinition, SensorEvaluationContext, SensorResult, SkipReason, sensor,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
 )
 
 from samantics_dagster.core.workdir.scan import decode_cursor, encode_cursor, scan_workdir

@@ -3,17 +3,16 @@
 import json
 
 import pandas as pd
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckResult, MetadataValue, asset_check
 
-from samantics_dagster.defs.curate.curated_coco import curated_coco
-from samantics_dagster.defs.curate.coco_dataset import coco_dataset
+from samantics_dagster.core.curate.filters import video_group
+from samantics_dagster.core.curate.split import leaked_groups
 from samantics_dagster.core.dataset.schema import CurateStatus
-from samantics_dagster.defs.metadata import md_table
+from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.export.coco import validate_coco
 from samantics_dagster.core.export.stream_check import image_video_ids, scan_merged_coco
-from samantics_dagster.core.curate.filters import video_group
-from samantics_dagster.core.dataset.spec import load_spec
-from samantics_dagster.core.curate.split import leaked_groups
+from samantics_dagster.defs.curate.coco_dataset import coco_dataset
+from samantics_dagster.defs.curate.curated_coco import curated_coco
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
 

@@ -2,14 +2,14 @@
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from samantics_dagster.defs.curate.curated_coco import curated_coco
 from samantics_dagster.core.dataset.atomic import write_json_atomic
 from samantics_dagster.core.dataset.schema import TableName
+from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.export.coco import SPLITS
 from samantics_dagster.core.export.stream import MergeResult, merge_coco_files
-from samantics_dagster.core.dataset.spec import load_spec
-from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.automation.conditions import EXPORT_CONDITION
+from samantics_dagster.defs.curate.curated_coco import curated_coco
+from samantics_dagster.defs.resources.dataset import DatasetResource
 
 
 def category_files(dataset: DatasetResource) -> dict[str, dict[str, object]]:

@@ -4,20 +4,26 @@ from collections import Counter
 
 import pandas as pd
 from dagster import (
-    AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, Config, MaterializeResult, MetadataValue,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
     asset,
 )
 from pydantic import Field
 
+from samantics_dagster.core.curate.filters import CurateSettings, curate_partition
+from samantics_dagster.core.curate.split import parse_ratios, split_shares
+from samantics_dagster.core.curate.split_index import load_split_index, previous_splits, replace_category
 from samantics_dagster.core.dataset.schema import CurateStatus, TableName
-from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
+from samantics_dagster.core.dataset.spec import load_spec
+from samantics_dagster.core.dataset.tables import write_table
 from samantics_dagster.core.export.coco import SPLITS
 from samantics_dagster.core.export.stream import write_coco_frames
-from samantics_dagster.core.curate.filters import CurateSettings, curate_partition
-from samantics_dagster.core.curate.split_index import load_split_index, previous_splits, replace_category
-from samantics_dagster.core.dataset.spec import load_spec
-from samantics_dagster.core.curate.split import parse_ratios, split_shares
-from samantics_dagster.core.dataset.tables import write_table
+from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
 

@@ -5,8 +5,8 @@ import pandas as pd
 from dagster import AssetExecutionContext, Output, asset
 
 from samantics_dagster.core.dataset.schema import TableName
-from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.core.workdir.catalog import frames_to_table, scan_category
+from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
 

@@ -4,19 +4,30 @@ import json
 
 import pandas as pd
 from dagster import (
-    AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset,
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
 )
 from pydantic import Field
 
 from samantics_dagster.core.dataset.schema import DedupeStatus, LabelStatus, TableName
-from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
+from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.label.pipeline import (
-    PASSENGER, LabelResult, LabelSettings, label_partition, load_image, make_segmenter,
+    PASSENGER,
+    LabelResult,
+    LabelSettings,
+    label_partition,
+    load_image,
+    make_segmenter,
 )
 from samantics_dagster.core.label.preview import previews_markdown, render_preview
-from samantics_dagster.core.progress import ProgressLog
 from samantics_dagster.core.label.queries import load_queries, truncate_queries
-from samantics_dagster.core.dataset.spec import load_spec
+from samantics_dagster.core.progress import ProgressLog
+from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.resources.sam3 import Sam3Resource

@@ -8,9 +8,9 @@ from dagster import ConfigurableResource, InitResourceContext
 from filelock import FileLock
 from pydantic import PrivateAttr
 
-from samantics_dagster.core.dataset.store import ImageStore, dataset_lock
 from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.dataset.schema import TableName
+from samantics_dagster.core.dataset.store import ImageStore, dataset_lock
 from samantics_dagster.core.dataset.tables import read_all, read_table
 
 
@@ -26,7 +26,7 @@ class DatasetResource(ConfigurableResource):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """In a run (not a sensor): its lease, dead runs healed, its category owned (``run_guard``)."""
-        run = context.dagster_run
+        run = context.run
         if run is None or context.instance is None:
             return
         from samantics_dagster.defs.resources.run_guard import enter_run

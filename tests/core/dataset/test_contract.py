@@ -13,7 +13,15 @@ import pytest
 from samantics_dagster.core.dataset.atomic import DatasetWriteError, write_atomic, write_json_atomic
 from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.dataset.schema import (
-    SAM3_LABELS, TABLES, CurateReason, CurateStatus, DedupeReason, DedupeStatus, LabelStatus, Split, TableName,
+    SAM3_LABELS,
+    TABLES,
+    CurateReason,
+    CurateStatus,
+    DedupeReason,
+    DedupeStatus,
+    LabelStatus,
+    Split,
+    TableName,
 )
 from samantics_dagster.core.dataset.tables import read_table, write_table
 

@@ -5,7 +5,6 @@ import json
 import os
 
 import numpy as np
-import pandas as pd
 
 from samantics_dagster.core.curate.filters import split_of_groups
 from samantics_dagster.core.curate.split_index import load_split_index, previous_splits, replace_category
