@@ -20,11 +20,13 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from samantics_dagster.core.dataset.schema import SPLITS as SCHEMA_SPLITS
 from samantics_dagster.core.dataset.spec import Spec
 
 _ID_BITS = 53
+K = TypeVar("K", str, tuple[str, int])  # an image's key (dhash) or an annotation's (dhash, index)
 SPLITS = SCHEMA_SPLITS  # COCO files are written per split, in this order
 
 
@@ -41,9 +43,9 @@ def annotation_id(dhash: str, index: int) -> int:
     return _hash_id(f"{dhash}/{index}")
 
 
-def _unique(ids: Iterable[tuple[str, int]], taken: set[int]) -> dict[str, int]:
+def _unique(ids: Iterable[tuple[K, int]], taken: set[int]) -> dict[K, int]:
     """Key -> id, probing upward past ids already taken; keys are visited in sorted order (deterministic)."""
-    out = {}
+    out: dict[K, int] = {}
     for key, wanted in sorted(ids):
         while wanted in taken:
             wanted = wanted % ((1 << _ID_BITS) - 1) + 1

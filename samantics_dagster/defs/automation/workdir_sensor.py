@@ -45,7 +45,7 @@ def build_workdir_sensor(config: Settings) -> SensorDefinition:
             context.log.warning(f"skipped: {reason}")
         for reason in [r for _, r in sorted(scan.waiting.items())]:
             context.log.info(f"waiting: {reason}")
-        existing = set(context.instance.get_dynamic_partitions(category_partitions.name))
+        existing = set(context.instance.get_dynamic_partitions(str(category_partitions.name)))
         new = sorted(set(scan.categories) - existing)
         runs = [RunRequest(partition_key=category, run_key=f"{category}:{signature}",
                            tags={"samantics/trigger": "grabby_workdir_sensor", "samantics/signature": signature})

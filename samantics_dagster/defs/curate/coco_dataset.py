@@ -1,5 +1,7 @@
 """``coco_dataset``: every category's curated COCO merged into coco/train.json, val.json (test.json)."""
 
+from pathlib import Path
+
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from samantics_dagster.core.dataset.atomic import write_json_atomic
@@ -12,9 +14,9 @@ from samantics_dagster.defs.curate.curated_coco import curated_coco
 from samantics_dagster.defs.resources.dataset import DatasetResource
 
 
-def category_files(dataset: DatasetResource) -> dict[str, dict[str, object]]:
+def category_files(dataset: DatasetResource) -> dict[str, dict[str, Path]]:
     """split -> category -> path of that category's file, for every category curated so far."""
-    out: dict[str, dict[str, object]] = {s: {} for s in SPLITS}
+    out: dict[str, dict[str, Path]] = {s: {} for s in SPLITS}
     for category in dataset.layout.table_categories(TableName.CURATED_COCO):
         for split in SPLITS:
             path = dataset.layout.coco_category(category, split)

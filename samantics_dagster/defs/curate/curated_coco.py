@@ -1,6 +1,7 @@
 """``curated_coco``: the category's labelled frames filtered and split by video into COCO files."""
 
 from collections import Counter
+from collections.abc import Mapping
 
 import pandas as pd
 from dagster import (
@@ -91,7 +92,7 @@ def curated_coco(
     table = curated.table
     included = table[table["status"] == CurateStatus.INCLUDED]
     excluded = table[table["status"] == CurateStatus.EXCLUDED]
-    per_class = Counter()
+    per_class: Counter[int] = Counter()
     for frames in curated.frames.values():
         per_class.update(int(i["category_id"]) for f in frames for i in f.instances)
     names = {c.id: c.name for c in spec.categories}
@@ -117,7 +118,7 @@ def curated_coco(
 RATIO_TOLERANCE = 0.05
 
 
-def split_ratio_check(included: pd.DataFrame, ratios: dict[str, float]) -> AssetCheckResult:
+def split_ratio_check(included: pd.DataFrame, ratios: Mapping[str, float]) -> AssetCheckResult:
     """Compares frame shares with the targets; the check's config-dependence is why it lives in the asset."""
     total = len(included)
     shares = split_shares(dict(zip(included["dhash"], included["split"])))
