@@ -16,8 +16,8 @@ Baseline, in the same run: the same category, clean (no kill), on a fresh instan
 from __future__ import annotations
 
 import argparse
-import signal
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -26,7 +26,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.dagster_harness import (  # noqa: E402
-    DagsterProcess, add_partitions, build_env, fresh_instance, launch, step_start_pid, wait_for,
+    DagsterProcess,
+    add_partitions,
+    build_env,
+    fresh_instance,
+    launch,
+    step_start_pid,
+    wait_for,
 )
 
 BAR_S = 120.0

@@ -26,7 +26,6 @@ def build_env(root: Path, categories: tuple[str, ...] | None = None, seed: int =
     dagster.yaml; returns the environment for Dagster processes. The workdir and model are built once per
     ``root`` and reused."""
     from samantics_dagster.demo.sample import build_sample_workdir
-    from samantics_dagster.demo.spec import write_demo_spec
     from samantics_dagster.demo.tiny_sam3 import save_tiny_sam3
 
     root.mkdir(parents=True, exist_ok=True)
@@ -69,12 +68,12 @@ class DagsterProcess:
     env: dict[str, str] = field(repr=False)
 
     @classmethod
-    def start(cls, env: dict[str, str], log: Path, dev: bool = False, port: int = 0) -> "DagsterProcess":
+    def start(cls, env: dict[str, str], log: Path, dev: bool = False, port: int = 0) -> DagsterProcess:
         if dev:
             cmd = [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-p", str(port or 3931)]
         else:
             cmd = [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")]
-        out = open(log, "w")
+        out = open(log, "w")  # noqa: SIM115 - the process writes to it until stop()
         proc = subprocess.Popen(cmd, cwd=log.parent, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         return cls(proc, log, env)

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from samantics_dagster.core.health.liveness import (
-    WorkerEvidence, hold_lease, judge, lease_path, lease_run_ids, lease_state, process_alive,
+    WorkerEvidence,
+    hold_lease,
+    judge,
+    lease_path,
+    lease_run_ids,
+    lease_state,
+    process_alive,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,7 +156,7 @@ def test_a_sigkilled_cli_run_is_healed_by_the_next_run_and_by_the_command(tmp_pa
 
 
 OWNER = "import sys, time; from samantics_dagster.defs.resources.run_guard import own_category; " \
-        "own_category(sys.argv[1], 'gym', 'run-first', print); print('owned', flush=True); time.sleep(120)"
+        "lock = own_category(sys.argv[1], 'gym', 'run-first', print); print('owned', flush=True); time.sleep(120)"
 
 
 def test_a_second_run_of_a_category_waits_then_fails_naming_the_first(tmp_path):

@@ -128,3 +128,35 @@ def test_streamed_check_reports_a_truncated_file(tmp_path, spec):
     data = (tmp_path / "train.json").read_bytes()
     (tmp_path / "train.json").write_bytes(data[: len(data) // 2])
     assert any("cannot be read" in p for p in scan_merged_coco(tmp_path / "train.json", spec).problems)
+
+
+def test_merge_by_byte_index_copies_the_bytes_merge_coco_writes(tmp_path, spec):
+    from samantics_dagster.core.export.byte_index import index_path, load_index
+
+    parts = [_frames(11, 40, "cars"), _frames(12, 35, "dogs", start=40), _frames(13, 3, "dogs", start=10), []]
+    paths = []
+    for i, frames in enumerate(parts):
+        paths.append(tmp_path / f"part{i}.json")
+        write_coco_frames(paths[-1], spec, frames)
+    assert all(load_index(p) is not None for p in paths)  # every part indexed: the copying path runs
+    write_json_atomic(merge_coco([json.loads(p.read_text()) for p in paths], spec), tmp_path / "old.json")
+    result = merge_coco_files(paths, spec, tmp_path / "new.json")
+    assert (tmp_path / "new.json").read_bytes() == (tmp_path / "old.json").read_bytes()
+    assert result.shared_images == 3 and [p.images for p in result.parts] == [40, 35, 3, 0]
+
+    # a part rewritten behind the index (another tool, an old writer) is parsed instead, same bytes
+    data = json.loads(paths[1].read_text())
+    paths[1].write_text(json.dumps(data, separators=(",", ":")) + " ")
+    assert load_index(paths[1]) is None and index_path(paths[1]).exists()
+    merge_coco_files(paths, spec, tmp_path / "again.json")
+    assert (tmp_path / "again.json").read_bytes() == (tmp_path / "old.json").read_bytes()
+
+
+def test_merge_by_byte_index_refuses_one_image_id_with_two_files(tmp_path, spec):
+    frames = _frames(14, 2, "cars")
+    write_coco_frames(tmp_path / "a.json", spec, frames)
+    other = [CocoFrame(**{**vars(f), "path": "elsewhere/x.jpg"}) if i == 0 else f for i, f in enumerate(frames)]
+    write_coco_frames(tmp_path / "b.json", spec, other)
+    with pytest.raises(ValueError, match="both"):
+        merge_coco_files([tmp_path / "a.json", tmp_path / "b.json"], spec, tmp_path / "out.json")
+    assert not (tmp_path / "out.json").exists()
