@@ -28,7 +28,7 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     if workdir.exists() and any(workdir.iterdir()):
         raise CliError(f"{workdir} is not empty; choose a new folder (the sample builder never mixes into a real workdir)")
-    truth = build_sample_workdir(workdir, seed=args.seed)
+    truth = build_sample_workdir(workdir, seed=args.seed, low_texture=getattr(args, "low_texture", 0))
     truth_path = Path(args.truth) if args.truth else workdir.parent / f"{workdir.name}-truth.json"
     truth.to_json(truth_path)
     print(f"sample workdir: {workdir} ({len(truth.scene_of)} good frames, {len(set(truth.scene_of.values()))} scenes, "
@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workdir")
     p.add_argument("--truth", help="where to write which frames show the same scene (default: beside the workdir)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--low-texture", type=int, default=0, metavar="N",
+                   help="add N scenes of each low-texture class (gradients, skies, fades, walls, blurred objects, "
+                        "pans), repeated across videos, categories and sources; the truth names each scene's class")
     p.set_defaults(func=cmd_make_sample)
 
     p = sub.add_parser("demo", help="build a sample, run the pipeline on every category, serve the Dagster UI")

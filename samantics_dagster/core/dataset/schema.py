@@ -162,7 +162,7 @@ DEDUPED_IMAGES = TableSchema(TableName.DEDUPED_IMAGES, _cols(
     ("dhash", _S, "64-bit difference hash, 16 hex chars: the name in images/"),
     ("width", _I, "pixels"),
     ("height", _I, "pixels"),
-    ("dhash_threshold", _I, "the threshold this frame was judged with"),
+    ("dhash_threshold", _I, "the threshold this frame was judged with; -1: low structure, its hash alone never decides"),
     ("settings", _S, "fingerprint of the dedupe settings (imported:... for legacy rows)"),
 ), key="rel_path")
 

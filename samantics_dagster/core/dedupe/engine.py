@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from samantics_dagster.core.dataset.schema import DEDUPED_IMAGES, IMPORTED_PREFIX, DedupeReason, DedupeStatus
+from samantics_dagster.core.dataset.store import ImageStore
 from samantics_dagster.core.dedupe.hamming import HammingIndex, pairs_within
 from samantics_dagster.core.dedupe.imaging import FrameDecodeError, frame_signature
 from samantics_dagster.core.dedupe.matcher import Candidate, Matcher, SignalSettings
 from samantics_dagster.core.dedupe.orb import OrbSettings
 from samantics_dagster.core.dedupe.signals import Signature
-from samantics_dagster.core.dataset.schema import DEDUPED_IMAGES, IMPORTED_PREFIX, DedupeReason, DedupeStatus
-from samantics_dagster.core.dataset.store import ImageStore
 
 DEDUPE_COLUMNS = DEDUPED_IMAGES.names
 ACCEPTED, REJECTED = DedupeStatus.ACCEPTED, DedupeStatus.REJECTED

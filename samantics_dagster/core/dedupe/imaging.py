@@ -16,11 +16,15 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import imagehash
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from samantics_dagster.core.dedupe.signals import Signature
 
 JPEG_SOI = b"\xff\xd8"
 JPEG_EOI = b"\xff\xd9"
@@ -88,7 +92,7 @@ def _reduction(size: tuple[int, int], min_side: int) -> int:
     return factor
 
 
-def frame_signature(data: bytes) -> "Signature":
+def frame_signature(data: bytes) -> Signature:
     """The dhash (bit for bit imagehash's) and the signals dedupe weighs it with (``signals.py``), from one
     1/8-scale colour decode: colour is what tells a sky from a gradient when the grey layout agrees."""
     from samantics_dagster.core.dedupe.signals import PHASE_SIZE, signature
