@@ -9,11 +9,11 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePath
-from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -98,7 +98,7 @@ class SampleTruth:
         os.replace(tmp, path)
 
     @classmethod
-    def from_json(cls, path: Path) -> "SampleTruth":
+    def from_json(cls, path: Path) -> SampleTruth:
         """Read a truth written by :meth:`to_json`."""
         doc = json.loads(Path(path).read_text(encoding="ascii"))
         if doc.get("version") not in (1, _TRUTH_VERSION):
@@ -581,7 +581,7 @@ def build_sample_workdir(
     videos: list[_Video] = []
     used_ids: set[str] = set()
     nth_youtube = 0
-    for vidx in range(videos_per_source):
+    for _ in range(videos_per_source):
         for source in sources:
             for category in categories:
                 while True:

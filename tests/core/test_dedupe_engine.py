@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from samantics_dagster.core.workdir.catalog import frames_to_table, scan_category
-from samantics_dagster.core.dedupe.engine import DedupeSettings, dedupe_partition
 from samantics_dagster.core.dataset.store import ImageStore
+from samantics_dagster.core.dedupe.engine import DedupeSettings, dedupe_partition
+from samantics_dagster.core.workdir.catalog import frames_to_table, scan_category
 from tests.images import jpeg_bytes, photo, shifted
 
 W, H = 640, 360
@@ -22,7 +22,10 @@ def _write(workdir: Path, rel: str, img: Image.Image | bytes, quality: int = 90)
     return path
 
 
-def _run(workdir, dataset, category, settings=DedupeSettings(), previous=None, dry_run=False):
+DEFAULTS = DedupeSettings()
+
+
+def _run(workdir, dataset, category, settings=DEFAULTS, previous=None, dry_run=False):
     frames = frames_to_table(scan_category(workdir, category))
     return dedupe_partition(frames, workdir, ImageStore(dataset), settings, previous=previous, dry_run=dry_run)
 

@@ -322,7 +322,7 @@ def test_hard_negatives_are_present_and_distinct(
 
     # The stereo pair: two consecutive scenes of one video.
     assert any(
-        ["motorcycle_left", "motorcycle_right"] == [scene_photo(s) for s in pair]
+        [scene_photo(s) for s in pair] == ["motorcycle_left", "motorcycle_right"]
         for runs in runs_by_video.values()
         for pair in itertools.pairwise(runs)
     )
@@ -395,9 +395,8 @@ def test_bad_files_are_what_they_say(sample: tuple[Path, SampleTruth]) -> None:
             assert data == b""
         elif what == "truncated":
             assert data[:2] == b"\xff\xd8" and not data.endswith(b"\xff\xd9")
-            with pytest.raises(OSError):
-                with Image.open(workdir / rel) as im:
-                    im.load()
+            with pytest.raises(OSError), Image.open(workdir / rel) as im:
+                im.load()
         elif what == "png-named-jpg":
             assert data.startswith(b"\x89PNG\r\n\x1a\n") and name.endswith(".jpg")
         elif what == "text-named-jpg":
