@@ -148,7 +148,9 @@ def _table(dataset: Path, asset: str, category: str) -> pd.DataFrame:
 
 def _files(dataset: Path, sub: str) -> dict[str, bytes]:
     root = dataset / sub
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    # byte-index sidecars (.{split}.index.npz) record their COCO file's mtime: not content
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.endswith(".index.npz")}
 
 
 def _stray(dataset: Path) -> list[str]:
@@ -157,7 +159,8 @@ def _stray(dataset: Path) -> list[str]:
         rel = p.relative_to(dataset).as_posix()
         if p.is_file() and (p.name.startswith(".tmp") or ".tmp" in p.suffixes or p.name.endswith(".tmp")
                             or p.name.startswith("part-") or rel.startswith(".locks/runs/")
-                            or (p.name.startswith(".") and not rel.startswith((".locks/", ".index/")))):
+                            or (p.name.startswith(".") and not rel.startswith((".locks/", ".index/"))
+                                and not p.name.endswith(".index.npz"))):  # a COCO file's byte-index sidecar
             out.append(rel)
     return out
 
@@ -173,6 +176,7 @@ def _labelled_this_run(instance, category: str) -> int:
 def test_killed_workers_heal_and_lose_nothing(tmp_path):
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+    from samantics_dagster.core.health.liveness import lease_run_ids
     from samantics_dagster.defs.automation.dead_runs import slot_holders
 
     global T0
@@ -221,7 +225,7 @@ def test_killed_workers_heal_and_lose_nothing(tmp_path):
             # nothing left behind: no live run, no claimed slot (run_health_sensor/monitoring free them)
             wait_for("every run to end and every slot to be free", lambda: not instance.get_runs(
                 RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.QUEUED]))
-                and not slot_holders(instance), 90, poll=1.0)
+                and not slot_holders(instance) and not lease_run_ids(dataset), 90, poll=1.0)  # sensor sweeps leases
             labelled = {c: _labelled_this_run(instance, c) for c in CATEGORIES}
     finally:
         daemon.stop()

@@ -49,7 +49,8 @@ def _temp_files(root) -> list[str]:
 def _files(root) -> dict[str, bytes]:
     skip = (".locks/", ".index/")  # locks and bookkeeping journals (attempts are appended), not the dataset
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not str(p.relative_to(root)).startswith(skip)}
+            if p.is_file() and not str(p.relative_to(root)).startswith(skip)
+            and not p.name.endswith(".index.npz")}  # byte-index sidecars record their COCO file's mtime
 
 
 def _used_bytes(root) -> int:

@@ -17,14 +17,22 @@ Two jobs, two tools:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
 from math import comb
-from typing import NamedTuple
+from types import ModuleType
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+from samantics_dagster.core.dedupe.hashcodes import CHUNK as _CHUNK
+from samantics_dagster.core.dedupe.hashcodes import U64 as _U64
+from samantics_dagster.core.dedupe.hashcodes import as_codes as _as_codes
+from samantics_dagster.core.dedupe.hashcodes import codes_to_hex, hamming, hex_to_codes, planted_codes
+from samantics_dagster.core.dedupe.hashcodes import n_threads as _n_threads
+
+if TYPE_CHECKING:  # imported lazily at run time (slow import, only big searches need it)
+    import faiss as faiss_module
 
 __all__ = [
     "HammingIndex",
@@ -36,8 +44,6 @@ __all__ = [
     "planted_codes",
 ]
 
-_U64 = np.uint64
-_CHUNK = 1 << 22  # elements per broadcast block: ~32 MB of uint64, keeps memory flat
 _LONG_RUN = 512  # runs longer than this (near-identical clusters) are verified densely, not offset by offset
 _FIELD_BITS = 10  # sort-key bits for the run-length field (values 1 .. _LONG_RUN + 1)
 _HIST_BITS = 21  # run lengths come from a histogram of at most 2**21 bins (16 MB)
@@ -46,69 +52,6 @@ _TABLE_COST = 3e-4  # per table: Python and numpy call overhead
 _SORT_COST = 55e-9  # per code per table: key, histogram, pack, sort, gather (CPU seconds)
 _CAND_COST = 6e-9  # per candidate pair: ~2 slots of xor, popcount, compare
 _BRUTE_COST = 5e-9  # per pair in the broadcast scan (CPU seconds)
-
-
-def _n_threads() -> int:
-    """Cores this process may use (the container's affinity, not the host's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
-
-
-def _as_codes(codes: np.ndarray | Sequence[int]) -> np.ndarray:
-    """Validate and view as a contiguous 1-D uint64 array (Python ints above 2**63 included)."""
-    arr = codes if isinstance(codes, np.ndarray) else np.array(codes, dtype=_U64)
-    if arr.ndim != 1:
-        raise ValueError(f"codes must be 1-D, got shape {arr.shape}")
-    if arr.dtype != _U64:
-        if arr.size and arr.dtype.kind not in "ui":
-            raise TypeError(f"codes must be unsigned 64-bit integers, got {arr.dtype}")
-        arr = arr.astype(_U64)
-    return np.ascontiguousarray(arr)
-
-
-def hex_to_codes(hexes: Sequence[str]) -> np.ndarray:
-    """16-hex-char hash strings (the store's file names) -> uint64 codes, vectorised via bytes."""
-    hexes = list(hexes)
-    bad = next((h for h in hexes if len(h) != 16), None)
-    if bad is not None:
-        raise ValueError(f"expected 16 hex characters, got {bad!r}")
-    return np.frombuffer(bytes.fromhex("".join(hexes)), dtype=">u8").astype(_U64)
-
-
-def codes_to_hex(codes: np.ndarray) -> list[str]:
-    """uint64 codes -> zero-padded lowercase 16-char hex, the inverse of ``hex_to_codes``."""
-    text = _as_codes(codes).astype(">u8").tobytes().hex()
-    return [text[k : k + 16] for k in range(0, len(text), 16)]
-
-
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Elementwise Hamming distance (popcount of xor), broadcasting like any ufunc."""
-    return np.bitwise_count(np.bitwise_xor(np.asarray(a, dtype=_U64), np.asarray(b, dtype=_U64)))
-
-
-def planted_codes(
-    n: int, seed: int, cluster_size: int = 20, flips_mean: float = 3.0, clustered_fraction: float = 0.5
-) -> np.ndarray:
-    """Benchmark/test data shaped like video dhashes: near-duplicate clusters among random codes.
-
-    ``clustered_fraction`` of the codes come in clusters of ``cluster_size``, each member a random
-    centre with Poisson(``flips_mean``) random bits set to flip (drawn with replacement, so a repeat
-    flips one bit); the rest are uniform. The order is shuffled so clusters are not contiguous.
-    """
-    rng = np.random.default_rng(seed)
-    n_clustered = int(round(n * clustered_fraction))
-    n_clusters = -(-n_clustered // cluster_size) if n_clustered else 0
-    centres = rng.integers(0, np.iinfo(_U64).max, size=n_clusters, dtype=_U64, endpoint=True)
-    members = centres[np.arange(n_clustered) // cluster_size]
-    flips = rng.poisson(flips_mean, size=n_clustered)
-    mask = np.zeros(n_clustered, dtype=_U64)
-    for k in range(int(flips.max(initial=0))):
-        bit = _U64(1) << rng.integers(0, 64, size=n_clustered, dtype=_U64)
-        mask |= np.where(flips > k, bit, _U64(0))
-    uniform = rng.integers(0, np.iinfo(_U64).max, size=n - n_clustered, dtype=_U64, endpoint=True)
-    return rng.permutation(np.concatenate([members ^ mask, uniform]))
 
 
 def _sorted_pairs(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
@@ -343,7 +286,7 @@ def pairs_within(codes: np.ndarray, radius: int, *, blocks: int | None = None) -
     return _sorted_pairs(np.concatenate(i_all), np.concatenate(j_all), n)
 
 
-def _faiss():
+def _faiss() -> ModuleType:
     """Import faiss on first use and let its OpenMP pool use this process's cores."""
     import faiss
 
@@ -364,7 +307,7 @@ class HammingIndex:
 
     def __init__(self, codes: np.ndarray | None = None) -> None:
         self._codes = np.empty(0, dtype=_U64)
-        self._faiss_index = None
+        self._faiss_index: faiss_module.IndexBinaryFlat | None = None  # built on the first faiss search
         self._faiss_n = 0  # how many of self._codes the faiss index holds
         if codes is not None:
             self.add(codes)
@@ -402,15 +345,16 @@ class HammingIndex:
 
     def _faiss_search(self, q: np.ndarray, radius: int, pos: np.ndarray, dist: np.ndarray) -> None:
         faiss = _faiss()
-        if self._faiss_index is None:
-            self._faiss_index = faiss.IndexBinaryFlat(64)
+        index = self._faiss_index
+        if index is None:
+            index = self._faiss_index = faiss.IndexBinaryFlat(64)
         if self._faiss_n < self._codes.size:
-            self._faiss_index.add(self._codes[self._faiss_n :].view(np.uint8).reshape(-1, 8))
+            index.add(self._codes[self._faiss_n :].view(np.uint8).reshape(-1, 8))
             self._faiss_n = self._codes.size
         for a in range(0, q.size, self._FAISS_BATCH):  # batches bound the memory of the match lists
             batch = q[a : a + self._FAISS_BATCH]
             # faiss' binary range search keeps distances strictly below the radius: pass radius + 1.
-            lims, d, ids = self._faiss_index.range_search(batch.view(np.uint8).reshape(-1, 8), int(radius) + 1)
+            lims, d, ids = index.range_search(batch.view(np.uint8).reshape(-1, 8), int(radius) + 1)
             if ids.size == 0:
                 continue
             qi = np.repeat(np.arange(batch.size), np.diff(lims.astype(np.int64)))

@@ -77,7 +77,7 @@ class Matcher:
     def _compute(self, path: Path) -> OrbFeatures:
         detector = getattr(self._local, "detector", None)
         if detector is None:
-            detector = self._local.detector = cv2.ORB_create(nfeatures=self.orb.n_features)
+            detector = self._local.detector = cv2.ORB.create(nfeatures=self.orb.n_features)  # = cv2.ORB_create, typed
         return orb_features(grey_for_matching(path.read_bytes(), self.orb.max_side), self.orb, detector)
 
     def prefetch(self, path: Path) -> None:

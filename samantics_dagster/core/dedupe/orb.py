@@ -54,7 +54,8 @@ def _normalised_thumb(grey: np.ndarray) -> np.ndarray:
 
 
 def orb_features(grey: np.ndarray, settings: OrbSettings, detector: cv2.ORB | None = None) -> OrbFeatures:
-    detector = detector or cv2.ORB_create(nfeatures=settings.n_features)
+    # cv2.ORB.create is the binding cv2.ORB_create aliases (both cv::ORB::create); only it is in the stubs
+    detector = detector or cv2.ORB.create(nfeatures=settings.n_features)
     keypoints, descriptors = detector.detectAndCompute(grey, None)
     points = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
     h, w = grey.shape[:2]

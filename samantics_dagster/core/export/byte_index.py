@@ -57,8 +57,10 @@ class ItemRecorder:
         st = os.stat(coco_file)
         arrays = {k: np.asarray(v, dtype=np.int64) for k, v in vars(self).items()}
 
+        arrays["fingerprint"] = np.asarray([st.st_size, st.st_mtime_ns], dtype=np.int64)
+
         def write(fh: IO[bytes]) -> None:
-            np.savez(fh, fingerprint=np.asarray([st.st_size, st.st_mtime_ns], dtype=np.int64), **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds like allow_pickle
 
         write_atomic(index_path(coco_file), write)
 
