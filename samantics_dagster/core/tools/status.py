@@ -12,8 +12,18 @@ from samantics_dagster.core.dataset.tables import read_all
 _REJECT_REASONS = tuple(r.value for r in DedupeReason)
 
 
-def _accepted(deduped: pd.DataFrame | None) -> set[str]:
-    return set(deduped.loc[deduped["status"] == DedupeStatus.ACCEPTED, "dhash"]) if deduped is not None else set()
+def _missing(values: pd.Series | None, among: pd.Series | None) -> int:
+    """How many distinct ``values`` are not in ``among``: vectorised (a Python set of a million arrow-backed
+    strings cost seconds)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if values is None:
+        return 0
+    distinct = pc.unique(pa.array(values))  # pandas' isin on arrow strings loops in Python
+    if among is None:
+        return len(distinct)
+    return len(distinct) - int(pc.sum(pc.is_in(distinct, value_set=pc.unique(pa.array(among)))).as_py() or 0)
 
 
 def _count(table: pd.DataFrame | None, column: str, value: str) -> int:
@@ -31,18 +41,19 @@ def status_table(dataset_dir: Path) -> pd.DataFrame:
     rows = []
     for category in sorted(set(ingress) | set(deduped)):
         frames, dd, lb, cc = ingress.get(category), deduped.get(category), labels.get(category), curated.get(category)
-        seen = set(frames["rel_path"]) if frames is not None else set()
-        decided = set(dd["rel_path"]) if dd is not None else set()
+        seen = frames["rel_path"] if frames is not None else None
+        decided = dd["rel_path"] if dd is not None else None
+        accepted = dd.loc[dd["status"] == DedupeStatus.ACCEPTED, "dhash"] if dd is not None else None
         reasons = dd[dd["status"] == DedupeStatus.REJECTED]["reason"].value_counts() if dd is not None else pd.Series(dtype=int)
         rows.append({
             "category": category,
-            "frames": len(seen),
-            "pending_dedupe": len(seen - decided),
+            "frames": _missing(seen, None),
+            "pending_dedupe": _missing(seen, decided),
             "accepted": _count(dd, "status", DedupeStatus.ACCEPTED),
             **{f"rejected_{r}": int(reasons.get(r, 0)) for r in _REJECT_REASONS},
             "labelled": _count(lb, "status", LabelStatus.DONE),
             "label_failed": _count(lb, "status", LabelStatus.FAILED),
-            "pending_label": len(_accepted(dd) - (set(lb["dhash"]) if lb is not None else set())),
+            "pending_label": _missing(accepted, lb["dhash"] if lb is not None else None),
             "included": _count(cc, "status", CurateStatus.INCLUDED),
             "excluded": _count(cc, "status", CurateStatus.EXCLUDED),
         })
