@@ -15,7 +15,7 @@ class CliError(Exception):
     """A one-line message that says what to do; exits non-zero."""
 
 
-def _dataset_dir(args: argparse.Namespace) -> Path:
+def dataset_dir_of(args: argparse.Namespace) -> Path:
     value = getattr(args, "dataset_dir", None) or os.environ.get("DATASET_DIR")
     if not value:
         raise CliError("no dataset: pass --dataset-dir or set DATASET_DIR")
@@ -142,7 +142,7 @@ def _show(df, empty: str) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     from samantics_dagster.core.tools import status
 
-    dataset = _dataset_dir(args)
+    dataset = dataset_dir_of(args)
     if not DatasetLayout(dataset).tables.is_dir():
         raise CliError(f"{dataset} has no tables/ yet: materialise the assets first (`samantics demo` or the Dagster UI)")
     if args.failed:
@@ -194,7 +194,7 @@ def _spec(path: str | None, required: bool):
 def cmd_stats(args: argparse.Namespace) -> int:
     from samantics_dagster.core.tools import records
 
-    files = [Path(f) for f in args.files] or [DatasetLayout(_dataset_dir(args)).labels_jsonl]
+    files = [Path(f) for f in args.files] or [DatasetLayout(dataset_dir_of(args)).labels_jsonl]
     spec = _spec(args.spec, required=False)
     try:
         by_split = {f.stem if len(files) > 1 else "all": records.read_jsonl(f) for f in files}
@@ -267,7 +267,7 @@ def cmd_import_legacy(args: argparse.Namespace) -> int:
 
     from samantics_dagster.core.tools.legacy import LegacyImportError, import_legacy
 
-    dataset = _dataset_dir(args)
+    dataset = dataset_dir_of(args)
     bars: list = []  # made on the first progress call, so a bad --data-root prints only its one line
 
     def progress(done: int, total: int) -> None:

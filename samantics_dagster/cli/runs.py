@@ -15,10 +15,10 @@ from pathlib import Path
 def cmd_release_dead_runs(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
-    from samantics_dagster.cli.main import _dataset_dir
+    from samantics_dagster.cli.main import dataset_dir_of
     from samantics_dagster.defs.automation.dead_runs import fail_dead_run, find_dead_runs, slot_holders, sweep_leases
 
-    dataset = _dataset_dir(args)
+    dataset = dataset_dir_of(args)
     with DagsterInstance.get() as instance:
         dead = find_dead_runs(instance, Path(dataset), grace_s=args.grace)
         if not dead:

@@ -29,7 +29,8 @@ class DatasetWriteError(OSError):
     """A write under DATASET_DIR failed; the message names the file and what to do."""
 
 
-def _explain(exc: OSError, path: Path) -> DatasetWriteError:
+def explain_write_error(exc: OSError, path: Path) -> DatasetWriteError:
+    """The error to raise for a failed write of ``path``: names the file and the fix (ENOSPC, EIO, permissions)."""
     if exc.errno == errno.ENOSPC:
         fix = "free space on that file system (or point DATASET_DIR at a bigger one), then re-run: finished work is kept"
     elif exc.errno == errno.EIO:
@@ -59,7 +60,7 @@ def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, DatasetWriteError):
             raise
-        raise _explain(exc, path) from exc
+        raise explain_write_error(exc, path) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -110,6 +110,21 @@ class DatasetLayout:
         return self.locks / f"{name}.lock"
 
     @property
+    def run_leases(self) -> Path:
+        """One flock-held lease per live run worker (``core.health.liveness``)."""
+        return self.locks / "runs"
+
+    def run_lease(self, run_id: str) -> Path:
+        return self.run_leases / f"{run_id}.lease"
+
+    def category_lock(self, category: str) -> Path:
+        """Held by the one run writing a category; its owner file says who (``defs/resources/run_guard``)."""
+        return self.locks / f"category-{category}.lock"
+
+    def category_owner(self, category: str) -> Path:
+        return self.locks / f"category-{category}.owner"
+
+    @property
     def index(self) -> Path:
         return self.root / ".index"
 

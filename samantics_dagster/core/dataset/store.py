@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from samantics_dagster.core.dataset.atomic import DatasetWriteError, umask_mode
-from samantics_dagster.core.dataset.atomic import _explain as explain_write_error
+from samantics_dagster.core.dataset.atomic import DatasetWriteError, explain_write_error, umask_mode
 from samantics_dagster.core.dataset.layout import DatasetLayout
 
 _NAME = re.compile(r"^[0-9a-f]{16}\.jpg$")

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from samantics_dagster.core.dataset.atomic import explain_write_error
 from samantics_dagster.core.dataset.layout import DatasetLayout, YoloLayout
 from samantics_dagster.core.export.yolo import (
     MIN_HOLE_AREA,
@@ -156,6 +157,9 @@ def write_yolo_export(layout: DatasetLayout, coco_files: Mapping[str, Path], cat
         YoloLayout(tmp).data_yaml.write_text(data_yaml(splits, [c["name"] for c in report.classes]), encoding="utf-8")
         YoloLayout(tmp).classes_json.write_text(json.dumps({"classes": report.classes}, indent=1), encoding="utf-8")
         _swap(tmp, out)
+    except OSError as exc:  # a full disk or an I/O error: say which file and what to do; the old tree stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise explain_write_error(exc, Path(exc.filename) if exc.filename else out) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

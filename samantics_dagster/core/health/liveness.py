@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-LEASES = Path(".locks") / "runs"
+from samantics_dagster.core.dataset.layout import DatasetLayout
 
 
 def this_host() -> str:
@@ -29,7 +29,7 @@ def this_host() -> str:
 
 
 def lease_path(dataset_dir: Path, run_id: str) -> Path:
-    return Path(dataset_dir) / LEASES / f"{run_id}.lease"
+    return DatasetLayout(dataset_dir).run_lease(run_id)
 
 
 class RunLease:
@@ -87,7 +87,7 @@ def lease_state(dataset_dir: Path, run_id: str) -> str:
 
 def lease_run_ids(dataset_dir: Path) -> list[str]:
     """The runs with a lease file (held by a live worker, or left by a dead one)."""
-    folder = Path(dataset_dir) / LEASES
+    folder = DatasetLayout(dataset_dir).run_leases
     return sorted(p.name[: -len(".lease")] for p in folder.glob("*.lease")) if folder.is_dir() else []
 
 

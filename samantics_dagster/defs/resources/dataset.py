@@ -2,6 +2,7 @@
 
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from dagster import ConfigurableResource, InitResourceContext
@@ -13,6 +14,9 @@ from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.dataset.store import ImageStore, dataset_lock
 from samantics_dagster.core.dataset.tables import read_all, read_table
 
+if TYPE_CHECKING:  # imported where it is used, in setup_for_execution, to keep this module's imports light
+    from samantics_dagster.defs.resources.run_guard import RunGuard
+
 
 class DatasetResource(ConfigurableResource):
     """Paths come from ``DATASET_DIR`` and ``GRABBY_WORKDIR`` (bound with ``EnvVar`` in definitions).
@@ -22,7 +26,7 @@ class DatasetResource(ConfigurableResource):
 
     dataset_dir: str
     grabby_workdir: str
-    _guard: object = PrivateAttr(default=None)
+    _guard: "RunGuard | None" = PrivateAttr(default=None)  # held between setup and teardown of a run
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """In a run (not a sensor): its lease, dead runs healed, its category owned (``run_guard``)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.health.liveness import RunLease, hold_lease, this_host
 
 CATEGORY_WAIT_ENV = "SAMANTICS_CATEGORY_WAIT_SECONDS"
@@ -43,7 +44,7 @@ class RunGuard:
 
 
 def _owner_path(dataset_dir: Path, category: str) -> Path:
-    return Path(dataset_dir) / ".locks" / f"category-{category}.owner"
+    return DatasetLayout(dataset_dir).category_owner(category)
 
 
 def _owner(dataset_dir: Path, category: str) -> str:
@@ -59,9 +60,9 @@ def own_category(dataset_dir: Path, category: str, run_id: str, log: Callable[[s
     """The category's write lock, waited for up to ``wait_s`` (``SAMANTICS_CATEGORY_WAIT_SECONDS``, 1800)."""
     if wait_s is None:
         wait_s = float(os.environ.get(CATEGORY_WAIT_ENV) or CATEGORY_WAIT_DEFAULT_S)
-    folder = Path(dataset_dir) / ".locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(folder / f"category-{category}.lock"))
+    path = DatasetLayout(dataset_dir).category_lock(category)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
     deadline = time.monotonic() + wait_s
     while True:
         try:
