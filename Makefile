@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-fast bench trainer-venvs
+.PHONY: venv demo lint test test-fast bench trainer-venvs
 
 venv: $(VENV)/.installed
 
@@ -33,9 +33,14 @@ $(LS_VENV)/.installed:
 trainer-venvs: venv
 	VENV=$(VENV) PYTHON=$(PYTHON) scripts/trainer-venvs.sh yolo fiftyone
 
+# ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade) and mypy, both configured in pyproject.toml.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 # The deployment tests' tools (tests/deploy/requirements.txt), then PostgreSQL, Chromium and docker-compose
 # (scripts/test-services.sh: Debian's packages if missing, a throwaway cluster on 127.0.0.1, stopped after).
-test: venv $(LS_VENV)/.installed trainer-venvs
+test: venv lint $(LS_VENV)/.installed trainer-venvs
 	$(BIN)/pip install --quiet --disable-pip-version-check -r tests/deploy/requirements.txt
 	@eval "$$(scripts/test-services.sh start)"; trap 'scripts/test-services.sh stop' EXIT; \
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra --durations=25

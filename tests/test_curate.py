@@ -152,3 +152,27 @@ def test_filters_and_a_test_split_are_config(curated):
     # back to two splits: the stale test.json goes, so no trainer picks it up
     assert defs.resolve_job_def("category_pipeline").execute_in_process(instance=instance, partition_key=category).success
     assert not (folder / "test.json").exists()
+
+
+def test_a_changed_taxonomy_is_refused_until_every_category_is_curated_again(curated):
+    dataset, categories, instance = curated
+    spec = json.loads((dataset / "coco-spec.json").read_text())
+    renamed = next(c for c in spec["categories"] if c["name"] == "car")
+    renamed["name"] = "automobile"  # same id, new name: labels stay valid, the taxonomy does not
+    (dataset / "coco-spec.json").write_text(json.dumps(spec))
+    before = (dataset / "coco" / "train.json").read_bytes()
+    export = list(defs.assets)
+    result = materialize(export, selection=["coco_dataset"], instance=instance, resources=defs.resources,
+                         raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.to_string()
+    assert "mix two taxonomies" in message and all(c in message for c in categories)
+    assert (dataset / "coco" / "train.json").read_bytes() == before  # the old export stays whole
+    for category in categories[:-1]:
+        assert materialize(export, selection=["curated_coco"], instance=instance, partition_key=category,
+                           resources=defs.resources).success
+    result = materialize(export, selection=["coco_dataset"], instance=instance, resources=defs.resources,
+                         raise_on_error=False)
+    message = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.to_string()
+    assert "1 categories" in message and categories[-1] in message  # only the one not yet curated again

@@ -2,13 +2,14 @@
 
 from pathlib import Path
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from samantics_dagster.core.dataset.atomic import write_json_atomic
 from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.export.coco import SPLITS
 from samantics_dagster.core.export.stream import MergeResult, merge_coco_files
+from samantics_dagster.core.export.taxonomy import stale_files, taxonomy_error
 from samantics_dagster.defs.automation.conditions import EXPORT_CONDITION
 from samantics_dagster.defs.curate.curated_coco import curated_coco
 from samantics_dagster.defs.resources.dataset import DatasetResource
@@ -49,6 +50,14 @@ def shard_entry(dataset: DatasetResource, merged: MergeResult) -> dict:
 def coco_dataset(context: AssetExecutionContext, dataset: DatasetResource) -> MaterializeResult:
     spec = load_spec(dataset.layout.spec)
     files = category_files(dataset)
+    by_category: dict[str, list[Path]] = {}
+    for per_split in files.values():
+        for category, path in per_split.items():
+            by_category.setdefault(category, []).append(path)
+    stale = stale_files(by_category, spec)
+    if stale:  # never an export that mixes two taxonomies
+        raise Failure(taxonomy_error(stale, dataset.layout.spec),
+                      metadata={"stale_categories": MetadataValue.json(sorted(stale))})
     metadata: dict = {}
     shards: dict[str, dict] = {}
     with dataset.lock("coco_dataset"):  # two exports at once must not interleave their renames
