@@ -4,14 +4,13 @@ Parsing is what made the streamed merge slow (ijson builds a Python object per i
 million images). The per-category writer knows each item's byte range as it writes it, so it leaves a
 sidecar ``.{split}.index.npz`` beside the file: per image (id, offset, length), per annotation (image_id,
 id, offset, length), and the JSON file's (size, mtime_ns) it describes. The merge orders those keys with
-numpy and copies the ranges through ``mmap``: the bytes are the ones ``json.dump`` of the merged dict
+numpy and copies the ranges with sequential reads: the bytes are the ones ``json.dump`` of the merged dict
 writes, because each item was encoded by the same encoder. A sidecar that is missing or describes another
 version of the file (someone rewrote the JSON) is not used: the caller falls back to parsing.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -105,67 +104,101 @@ class Plan:
     shared_annotations: int
 
 
-def _item(mm: mmap.mmap, off: int, length: int) -> dict:
-    import json
+class Readers:
+    """One buffered reader per file. Each file's items are consumed in file order (every file is sorted by
+    the merge key), so reads are sequential; ``pread``-style seeks happen only around a skipped duplicate.
+    Plain reads, not ``mmap``: mapped pages of GB-sized inputs would count as the merge's memory."""
 
-    return json.loads(mm[off:off + length])
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self._files = [open(p, "rb", buffering=1 << 20) for p in paths]  # noqa: SIM115 (closed in close())
+        self._pos = [0] * len(self._files)
+
+    def read(self, k: int, off: int, length: int) -> bytes:
+        fh = self._files[k]
+        if self._pos[k] != off:
+            fh.seek(off)
+        data = fh.read(length)
+        self._pos[k] = off + length
+        return data
+
+    def item(self, k: int, off: int, length: int) -> dict:
+        import json
+
+        data = self.read(k, off, length)
+        self._pos[k] = -1  # force a seek next time: this read may be out of order
+        return json.loads(data)
+
+    def close(self) -> None:
+        for fh in self._files:
+            fh.close()
 
 
-def plan_merge(indexes: Sequence[ItemIndex], maps: Sequence[mmap.mmap]) -> Plan:
-    """Images by id, annotations by (image_id, id), each stable by file order: ``merge_coco``'s order. An
-    image in two files is written once (the earlier file's) if its file_name agrees, else ``ValueError``;
-    an annotation in two files likewise once; one annotation id on two images is ``ValueError``."""
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(ix, name) for ix in indexes]) if indexes else np.zeros(0, np.int64)
+def _concat(indexes: Sequence[ItemIndex], name: str, dtype: type) -> np.ndarray:
+    return np.concatenate([getattr(ix, name).astype(dtype, copy=False) for ix in indexes]) if indexes else np.zeros(0, dtype)
 
-    img_file = np.concatenate([np.full(len(ix.img_id), k) for k, ix in enumerate(indexes)]) if indexes else np.zeros(0, np.int64)
-    ann_file = np.concatenate([np.full(len(ix.ann_id), k) for k, ix in enumerate(indexes)]) if indexes else np.zeros(0, np.int64)
-    img_id, img_off, img_len = cat("img_id"), cat("img_off"), cat("img_len")
-    order = np.lexsort((img_file, img_id))
-    img_id, img_file, img_off, img_len = img_id[order], img_file[order], img_off[order], img_len[order]
-    dup = np.flatnonzero(img_id[1:] == img_id[:-1]) + 1
-    for i in dup:  # rare (dedupe is global): compare what merge_coco compares
-        first, later = i - 1, i
-        while first > 0 and img_id[first - 1] == img_id[i]:
+
+def _files(indexes: Sequence[ItemIndex], name: str) -> np.ndarray:
+    return (np.concatenate([np.full(len(getattr(ix, name)), k, dtype=np.int32) for k, ix in enumerate(indexes)])
+            if indexes else np.zeros(0, np.int32))
+
+
+def _images(indexes: Sequence[ItemIndex], readers: Readers) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Images by id, stable by file order; a repeated id written once if its file_name agrees."""
+    ids, files = _concat(indexes, "img_id", np.int64), _files(indexes, "img_id")
+    order = np.lexsort((files, ids))
+    ids, files = ids[order], files[order]
+    offs, lens = _concat(indexes, "img_off", np.int64)[order], _concat(indexes, "img_len", np.int32)[order]
+    del order
+    dup = np.flatnonzero(ids[1:] == ids[:-1]) + 1
+    for i in dup.tolist():  # rare (dedupe is global): compare what merge_coco compares
+        first = i - 1
+        while first > 0 and ids[first - 1] == ids[i]:
             first -= 1
-        a = _item(maps[img_file[first]], int(img_off[first]), int(img_len[first]))
-        b = _item(maps[img_file[later]], int(img_off[later]), int(img_len[later]))
+        a = readers.item(int(files[first]), int(offs[first]), int(lens[first]))
+        b = readers.item(int(files[i]), int(offs[i]), int(lens[i]))
         if a["file_name"] != b["file_name"]:
             raise ValueError(f"image id {a['id']} is both {a['file_name']} and {b['file_name']}")
-    keep = np.ones(len(img_id), dtype=bool)
+    keep = np.ones(len(ids), dtype=bool)
     keep[dup] = False
+    return files[keep], offs[keep], lens[keep], int(len(dup))
 
-    ann_img, ann_id, ann_off, ann_len = cat("ann_img"), cat("ann_id"), cat("ann_off"), cat("ann_len")
-    order = np.lexsort((ann_file, ann_id, ann_img))
-    ann_img, ann_id, ann_file, ann_off, ann_len = (a[order] for a in (ann_img, ann_id, ann_file, ann_off, ann_len))
-    same = np.flatnonzero((ann_img[1:] == ann_img[:-1]) & (ann_id[1:] == ann_id[:-1])) + 1
-    akeep = np.ones(len(ann_id), dtype=bool)
-    akeep[same] = False
-    kept_ids, kept_imgs = ann_id[akeep], ann_img[akeep]
+
+def _annotations(indexes: Sequence[ItemIndex]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Annotations by (image_id, id), stable by file order; the same annotation in two files written once;
+    one id on two images is an error. Arrays are reordered one at a time to keep the peak low."""
+    img, ids, files = _concat(indexes, "ann_img", np.int64), _concat(indexes, "ann_id", np.int64), _files(indexes, "ann_id")
+    order = np.lexsort((files, ids, img))
+    img, ids, files = img[order], ids[order], files[order]
+    same = np.flatnonzero((img[1:] == img[:-1]) & (ids[1:] == ids[:-1])) + 1
+    keep = np.ones(len(ids), dtype=bool)
+    keep[same] = False
+    kept_ids, kept_img = ids[keep], img[keep]
+    del img, ids
     by_id = np.argsort(kept_ids, kind="stable")
     clash = np.flatnonzero(kept_ids[by_id][1:] == kept_ids[by_id][:-1])
     if clash.size:
         i, j = by_id[clash[0]], by_id[clash[0] + 1]
-        raise ValueError(f"annotation id {int(kept_ids[i])} belongs to images {int(kept_imgs[i])} and {int(kept_imgs[j])}")
-    return Plan(img_file[keep], img_off[keep], img_len[keep], ann_file[akeep], ann_off[akeep], ann_len[akeep],
-                shared_images=int(len(dup)), shared_annotations=int(len(same)))
+        raise ValueError(f"annotation id {int(kept_ids[i])} belongs to images {int(kept_img[i])} and {int(kept_img[j])}")
+    del kept_ids, kept_img, by_id
+    offs = _concat(indexes, "ann_off", np.int64)[order][keep]
+    lens = _concat(indexes, "ann_len", np.int32)[order][keep]
+    return files[keep], offs, lens, int(len(same))
 
 
-def copy_items(fh: IO[bytes], maps: Sequence[mmap.mmap], files: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> int:
+def plan_merge(indexes: Sequence[ItemIndex], readers: Readers) -> Plan:
+    """``merge_coco``'s order and its refusals (one image id with two file names, one annotation id on two
+    images), from the indexes alone (the few duplicated images are read to compare their file names)."""
+    img_file, img_off, img_len, shared_images = _images(indexes, readers)
+    ann_file, ann_off, ann_len, shared_annotations = _annotations(indexes)
+    return Plan(img_file, img_off, img_len, ann_file, ann_off, ann_len, shared_images, shared_annotations)
+
+
+def copy_items(fh: IO[bytes], readers: Readers, files: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> int:
     """Write the items comma-separated, in order, a chunk at a time; returns how many."""
     n = len(files)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
-        chunk = [maps[f][o:o + ln] for f, o, ln in zip(files[start:stop].tolist(), offs[start:stop].tolist(),
-                                                      lens[start:stop].tolist())]
+        chunk = [readers.read(f, o, ln) for f, o, ln in zip(files[start:stop].tolist(), offs[start:stop].tolist(),
+                                                           lens[start:stop].tolist())]
         fh.write((b"," if start else b"") + b",".join(chunk))
     return n
-
-
-def open_maps(paths: Sequence[Path]) -> list[mmap.mmap]:
-    maps = []
-    for p in paths:
-        with open(p, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            maps.append(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else mmap.mmap(-1, 1))
-    return maps

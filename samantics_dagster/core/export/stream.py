@@ -33,9 +33,9 @@ from samantics_dagster.core.dataset.spec import Spec
 from samantics_dagster.core.export.byte_index import (
     ItemIndex,
     ItemRecorder,
+    Readers,
     copy_items,
     load_index,
-    open_maps,
     plan_merge,
 )
 from samantics_dagster.core.export.coco import (
@@ -212,24 +212,23 @@ def merge_coco_files(paths: Sequence[Path], spec: Spec, out: Path) -> MergeResul
 def _merge_by_index(indexes: list[ItemIndex], spec: Spec, out: Path) -> MergeResult:
     """The fast path: every part has a current byte index, so items are copied as bytes (no parsing)."""
     result = MergeResult(out, 0, 0, [PartCount(ix.path, len(ix.img_id), len(ix.ann_id)) for ix in indexes])
-    maps = open_maps([ix.path for ix in indexes])
+    readers = Readers([ix.path for ix in indexes])
     try:
-        plan = plan_merge(indexes, maps)
+        plan = plan_merge(indexes, readers)
         result.shared_images, result.shared_annotations = plan.shared_images, plan.shared_annotations
 
         def write(fh: IO[bytes]) -> tuple[int, int]:
             enc = _ENCODER.encode
             fh.write(f'{{"info":{enc(spec.info)},"licenses":{enc(spec.licenses)},"images":['.encode())
-            n_img = copy_items(fh, maps, plan.img_file, plan.img_off, plan.img_len)
+            n_img = copy_items(fh, readers, plan.img_file, plan.img_off, plan.img_len)
             fh.write(b'],"annotations":[')
-            n_ann = copy_items(fh, maps, plan.ann_file, plan.ann_off, plan.ann_len)
+            n_ann = copy_items(fh, readers, plan.ann_file, plan.ann_off, plan.ann_len)
             fh.write(f'],"categories":{enc(categories_json(spec))}}}'.encode())
             return n_img, n_ann
 
         result.images, result.annotations = _write_file(out, write)
     finally:
-        for m in maps:
-            m.close()
+        readers.close()
     return result
 
 
