@@ -177,7 +177,7 @@ def test_killed_workers_heal_and_lose_nothing(tmp_path):
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
     from samantics_dagster.core.health.liveness import lease_run_ids
-    from samantics_dagster.defs.automation.dead_runs import slot_holders
+    from samantics_dagster.defs.health.dead_runs import slot_holders
 
     global T0
     T0 = time.time()

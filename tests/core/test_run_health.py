@@ -113,7 +113,7 @@ def test_a_sigkilled_cli_run_is_healed_by_the_next_run_and_by_the_command(tmp_pa
     from dagster import DagsterInstance, DagsterRunStatus
 
     from samantics_dagster.cli.main import main
-    from samantics_dagster.defs.automation.dead_runs import find_dead_runs, slot_holders
+    from samantics_dagster.defs.health.dead_runs import find_dead_runs, slot_holders
 
     home, dataset = tmp_path / "home", tmp_path / "dataset"
     home.mkdir()

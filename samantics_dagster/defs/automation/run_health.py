@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
 
-from samantics_dagster.defs.automation.dead_runs import heal
+from samantics_dagster.defs.health.dead_runs import heal
 from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.settings import settings
 

@@ -82,7 +82,7 @@ def own_category(dataset_dir: Path, category: str, run_id: str, log: Callable[[s
 
 def enter_run(instance, dataset_dir: Path, run_id: str, category: str | None, log: Callable[[str], None]) -> RunGuard:
     """Lease, heal, lock; undone by :meth:`RunGuard.release` when the run's resources are torn down."""
-    from samantics_dagster.defs.automation.dead_runs import heal_before_run
+    from samantics_dagster.defs.health.dead_runs import heal_before_run
 
     lease = hold_lease(dataset_dir, run_id)
     heal_before_run(instance, dataset_dir, run_id, log)
