@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo lint test test-fast bench trainer-venvs
+.PHONY: venv demo lint test test-fast test-chaos bench trainer-venvs
 
 venv: $(VENV)/.installed
 
@@ -43,7 +43,11 @@ lint: venv
 test: venv lint $(LS_VENV)/.installed trainer-venvs
 	$(BIN)/pip install --quiet --disable-pip-version-check -r tests/deploy/requirements.txt
 	@eval "$$(scripts/test-services.sh start)"; trap 'scripts/test-services.sh stop' EXIT; \
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra --durations=25
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra --durations=25 -m "not chaos"
+
+# Run workers SIGKILLed at random points under a real daemon (tests/test_chaos.py; about 4 minutes).
+test-chaos: venv
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra -m chaos
 
 # The edit loop: everything but the tests marked `slow` (Dagster processes, the demo, benchmarks, the stack);
 # no services needed (the deployment tests that need them skip). Under 3 minutes on 2 cores.

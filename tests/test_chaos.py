@@ -36,7 +36,11 @@ from benchmarks.dagster_harness import (
     wait_for,
 )
 
-pytestmark = pytest.mark.slow
+# Not in `make test` (CI): Dagster 1.13.27's retry daemon on the SQLite instance sometimes drops a retry when
+# two runs fail within a second of each other (the failed run keeps `dagster/will_retry: true`, no "Retrying
+# the run" event, no child run): seen in 2 of 4 runs of this test, never with one category at a time. The
+# test then times out waiting for the retry. `make test-chaos` runs it. See the README, "Killed runs".
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 CATEGORIES = ("gym", "kitchen")
 # per category: stages in pipeline order (a retry restarts at the failed step, so later kills come later)
@@ -210,9 +214,14 @@ def test_killed_workers_heal_and_lose_nothing(tmp_path):
                     n_dedupe = PLAN.count("deduped_images")
 
                     def last_dedupe_started(tags=tags):
+                        # any run after the last dedupe kill (retry number >= the kills) that started dedupe: that
+                        # run may already be killed again at a later stage by the time this polls, so not "live"
                         done = sum(1 for k in kills if k["tags"] == tags and k["step"] == "deduped_images")
-                        run = _live_run(instance, tags, set()) if done == n_dedupe else None
-                        return errors or (run is not None and _started_step(instance, run.run_id, "deduped_images"))
+                        if errors or done < n_dedupe:
+                            return bool(errors)
+                        later = [r for r in instance.get_runs(RunsFilter(tags=tags))
+                                 if int(r.tags.get("dagster/retry_number") or 0) >= n_dedupe]
+                        return any(_started_step(instance, r.run_id, "deduped_images") for r in later)
                     wait_for("the first category's last dedupe", last_dedupe_started, 400, poll=0.3)
             for t in threads:
                 t.join(timeout=600)
