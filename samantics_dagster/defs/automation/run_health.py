@@ -14,19 +14,23 @@ worker, when it starts, so the CLI path heals without a daemon) and ``samantics 
 
 from __future__ import annotations
 
-from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
+from samantics_dagster.defs.automation.jobs import category_pipeline, coco_export
 from samantics_dagster.defs.health.dead_runs import heal
+from samantics_dagster.defs.health.lost_retries import claim, find_lost_retries
 from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.settings import settings
 
 
 @sensor(
     name="run_health_sensor",
+    jobs=[category_pipeline, coco_export],
     minimum_interval_seconds=10,
     default_status=DefaultSensorStatus.RUNNING,
     description="Fails STARTED runs whose worker is gone (SIGKILLed, OOM-killed, a CLI run whose terminal "
-                "closed) and frees their pool slots at once; run_retries then retries them.",
+                "closed) and frees their pool slots at once; run_retries then retries them. A retry Dagster "
+                "promised (will_retry) but never launched is requested again as a fresh run of the partition.",
 )
 def run_health_sensor(context: SensorEvaluationContext, dataset: DatasetResource):
     if settings().executor == "k8s":
@@ -34,6 +38,15 @@ def run_health_sensor(context: SensorEvaluationContext, dataset: DatasetResource
         return SkipReason("SAMANTICS_EXECUTOR=k8s: Dagster's run monitoring checks the run workers")
     instance = context.instance
     healed = heal(instance, dataset.dataset_path, "run_health_sensor", context.log.warning)
+    requests = []
+    for lost in find_lost_retries(instance):
+        claim(instance, lost)
+        context.log.warning(f"run {lost.run_id} was to be retried but Dagster launched no retry: requesting a "
+                            f"new run of {lost.job_name} for {lost.partition or 'the dataset'}")
+        requests.append(RunRequest(job_name=lost.job_name, partition_key=lost.partition,
+                                   run_key=f"lost-retry:{lost.run_id}", tags=lost.tags))
+    if requests:
+        return SensorResult(run_requests=requests)
     if not healed:
-        return SkipReason("no STARTED run with a dead worker")
+        return SkipReason("no STARTED run with a dead worker, no lost retry")
     return SkipReason(f"failed {len(healed)} dead runs: {', '.join(d.run_id for d in healed)}")
