@@ -36,10 +36,12 @@ from benchmarks.dagster_harness import (
     wait_for,
 )
 
-# Not in `make test` (CI): Dagster 1.13.27's retry daemon on the SQLite instance sometimes drops a retry when
-# two runs fail within a second of each other (the failed run keeps `dagster/will_retry: true`, no "Retrying
-# the run" event, no child run): seen in 2 of 4 runs of this test, never with one category at a time. The
-# test then times out waiting for the retry. `make test-chaos` runs it. See the README, "Killed runs".
+# Not in `make test` (CI) yet: it is not reliable on 2 shared cores. Seen in 4 of 6 runs this session:
+# (1) Dagster 1.13.27's retry daemon on the SQLite instance dropped a retry when two runs failed within a second
+# (the run kept `dagster/will_retry: true`, no child run); run_health_sensor now requests those again
+# (defs/health/lost_retries.py); (2) once, a killed run was not marked failed within 120 s after its code server
+# shut down ("No heartbeat received"), and run_health_sensor did not judge its worker dead: not understood yet;
+# (3) a race in this test's own wait, fixed. `make test-chaos` runs it. See the README, "Killed runs".
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 CATEGORIES = ("gym", "kitchen")
