@@ -36,7 +36,7 @@ from benchmarks.dagster_harness import (
     wait_for,
 )
 
-# Not in `make test` (CI) yet: it is not reliable on 2 shared cores. Seen in 4 of 6 runs this session:
+# Not in `make test` (CI) yet: it is not reliable on 2 shared cores. Failed in 3 of 6 runs this session:
 # (1) Dagster 1.13.27's retry daemon on the SQLite instance dropped a retry when two runs failed within a second
 # (the run kept `dagster/will_retry: true`, no child run); run_health_sensor now requests those again
 # (defs/health/lost_retries.py); (2) once, a killed run was not marked failed within 120 s after its code server
