@@ -9,12 +9,10 @@ take the same dataset locks as the assets, so they never interleave with a runni
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 from pathlib import Path
 
-from samantics_dagster.cli.main import CliError
+from samantics_dagster.cli.main import CliError, report_problems
 
 
 def _layout(args: argparse.Namespace):
@@ -39,10 +37,11 @@ def _spec(layout):
 
 
 def cmd_export_coco(args: argparse.Namespace) -> int:
-    from samantics_dagster.core.dataset.atomic import write_json_atomic
     from samantics_dagster.core.dataset.schema import TableName
     from samantics_dagster.core.dataset.store import dataset_lock
-    from samantics_dagster.core.export.coco import SPLITS, merge_coco, validate_coco
+    from samantics_dagster.core.export.coco import SPLITS
+    from samantics_dagster.core.export.stream import merge_coco_files
+    from samantics_dagster.core.export.stream_check import scan_merged_coco
 
     layout = _layout(args)
     spec = _spec(layout)
@@ -59,15 +58,11 @@ def cmd_export_coco(args: argparse.Namespace) -> int:
                 if path.exists() and not args.out:  # a split no category has any more must not linger
                     path.unlink()
                 continue
-            merged = merge_coco([json.loads(f.read_text(encoding="utf-8")) for f in files], spec)
-            write_json_atomic(merged, path)
-            problems += validate_coco(path, layout.root, spec)
-            print(f"{path}: {len(merged['images'])} images, {len(merged['annotations'])} annotations "
-                  f"from {len(files)} categories")
-    for problem in problems[:20]:
-        print(f"  problem: {problem}", file=sys.stderr)
-    if problems:
-        raise CliError(f"{len(problems)} problems in the export (listed above); fix the labels or the spec and run again")
+            # streamed, as coco_dataset merges: bounded memory at any dataset size, the same bytes
+            merged = merge_coco_files(files, spec, path)
+            problems += scan_merged_coco(path, spec, (merged.images, merged.annotations)).problems
+            print(f"{path}: {merged.images} images, {merged.annotations} annotations from {len(files)} categories")
+    report_problems(problems, "the export")
     return 0
 
 

@@ -15,6 +15,14 @@ class CliError(Exception):
     """A one-line message that says what to do; exits non-zero."""
 
 
+def report_problems(problems: list[str], what: str) -> None:
+    """The first problems on stderr, then a one-line error if there were any."""
+    for problem in problems[:20]:
+        print(f"  problem: {problem}", file=sys.stderr)
+    if problems:
+        raise CliError(f"{len(problems)} problems in {what} (listed above); fix the labels or the spec and run again")
+
+
 def dataset_dir_of(args: argparse.Namespace) -> Path:
     value = getattr(args, "dataset_dir", None) or os.environ.get("DATASET_DIR")
     if not value:
@@ -255,10 +263,7 @@ def cmd_to_coco(args: argparse.Namespace) -> int:
     write_json_atomic(coco, out)
     problems = validate_coco(out, None, spec)
     print(f"{out}: {len(coco['images'])} images, {len(coco['annotations'])} annotations, {len(coco['categories'])} categories")
-    for problem in problems[:20]:
-        print(f"  problem: {problem}", file=sys.stderr)
-    if problems:
-        raise CliError(f"{len(problems)} problems in {out} (listed above); fix the labels or the spec and run again")
+    report_problems(problems, str(out))
     return 0
 
 
