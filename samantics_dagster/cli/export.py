@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from samantics_dagster.cli.main import CliError, report_problems
+from samantics_dagster.cli.errors import CliError, report_problems
 
 
 def _layout(args: argparse.Namespace):

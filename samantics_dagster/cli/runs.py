@@ -15,7 +15,7 @@ from pathlib import Path
 def cmd_release_dead_runs(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
-    from samantics_dagster.cli.main import dataset_dir_of
+    from samantics_dagster.cli.errors import dataset_dir_of
     from samantics_dagster.defs.health.dead_runs import fail_dead_run, find_dead_runs, slot_holders, sweep_leases
 
     dataset = dataset_dir_of(args)

@@ -47,9 +47,9 @@ def stale_files(files: Mapping[str, Sequence[Path]], spec: Spec) -> dict[str, li
     return out
 
 
-def taxonomy_error(stale: Mapping[str, Sequence[Path]], spec_path: Path | None) -> str:
+def taxonomy_error(stale: Mapping[str, Sequence[Path]], spec_path: Path) -> str:
     names = ", ".join(sorted(stale))
-    return (f"{len(stale)} categories were curated with another {spec_path or 'coco-spec.json'} than the current one "
+    return (f"{len(stale)} categories were curated with another {spec_path} than the current one "
             f"({names}): their COCO files list other categories, and merging them would mix two taxonomies. "
             f"Re-run category_pipeline for them (a backfill of those partitions: sam3_labels relabels what the "
             f"change affects, curated_coco rewrites the files), then coco_dataset.")

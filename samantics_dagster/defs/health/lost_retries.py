@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
@@ -60,7 +60,6 @@ def claim(instance: DagsterInstance, lost: LostRetry) -> None:
     instance.add_run_tags(lost.run_id, {WILL_RETRY: "false"})
 
 
-def _utc(ts: float):  # type: ignore[no-untyped-def]
-    from datetime import datetime
+def _utc(ts: float) -> datetime:
 
     return datetime.fromtimestamp(ts, tz=UTC)
