@@ -61,5 +61,4 @@ def claim(instance: DagsterInstance, lost: LostRetry) -> None:
 
 
 def _utc(ts: float) -> datetime:
-
     return datetime.fromtimestamp(ts, tz=UTC)
