@@ -104,12 +104,16 @@ def test_merged_export_loads_in_pycocotools_without_leaks(curated):
 
 def test_reruns_keep_ids_and_splits(curated, sample, guard_workdir):
     dataset, categories, instance = curated
-    before = {p: p.read_bytes() for p in (dataset / "coco").rglob("*.json")}
+    def outputs() -> tuple[dict, dict]:
+        coco = {p: p.read_bytes() for p in (dataset / "coco").rglob("*.json") if p.name != "shards.json"}
+        return coco, json.loads((dataset / "coco" / "shards.json").read_text())["splits"]
+
+    before = outputs()
     # another seed: existing videos must keep their split anyway (sticky), so nothing may change
     with guard_workdir(sample[0]):
         _run_all(instance, categories, {"ops": {"curated_coco": {"config": {"seed": 7}}}})
-    after = {p: p.read_bytes() for p in (dataset / "coco").rglob("*.json")}
-    assert before == after
+    after = outputs()  # the manifest's record of when the single files were written changes, nothing else
+    assert before == after and all(split["current"] for split in after[1].values())
 
 
 def test_a_broken_file_fails_the_blocking_check_and_stops_the_export(curated):
@@ -176,3 +180,54 @@ def test_a_changed_taxonomy_is_refused_until_every_category_is_curated_again(cur
                          raise_on_error=False)
     message = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.to_string()
     assert "1 categories" in message and categories[-1] in message  # only the one not yet curated again
+
+
+def test_above_the_limit_the_single_files_wait_for_the_nightly_full_export(curated, sample):
+    """At scale a category run updates the shards and segments only; nightly_export rewrites the single files."""
+    from datetime import UTC, datetime
+
+    from dagster import RunRequest, SkipReason, build_schedule_context
+
+    from samantics_dagster.defs.automation.schedules import nightly_export
+    from samantics_dagster.defs.resources.dataset import DatasetResource
+
+    dataset, categories, instance = curated
+    gone = categories[-1]
+    singles = [dataset / "coco" / "train.json", dataset / "coco" / "val.json", dataset / "labels.jsonl"]
+    before = {p: p.read_bytes() for p in singles}
+    assert gone.encode() in before[singles[2]]
+    # the category leaves the dataset: its tables and files go (a shard change the single files lag behind)
+    for asset in ("sam3_labels", "curated_coco"):
+        table_path(dataset, asset, gone).unlink()
+    shutil.rmtree(dataset / "coco" / gone)
+    deferred = {"config": {"max_images": 0}}
+    result = defs.resolve_job_def("coco_export").execute_in_process(
+        instance=instance, run_config={"ops": {"coco_dataset": deferred, "labels_jsonl": deferred}})
+    assert result.success
+    assert {p: p.read_bytes() for p in singles} == before  # nothing dataset-sized was rewritten
+    manifest = json.loads((dataset / "coco" / "shards.json").read_text())
+    assert all(not split["current"] and gone not in {s["category"] for s in split["shards"]}
+               for split in manifest["splits"].values())
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["coco_dataset_valid"].passed and checks["coco_dataset_valid"].metadata["single_files"].value.startswith("stale")
+    assert checks["coco_dataset_no_near_duplicates"].metadata["scope"].value.startswith("partitions only")
+    assert result.asset_materializations_for_node("labels_jsonl")[0].metadata["labels_jsonl"].value == "stale"
+    assert result.asset_materializations_for_node("yolo_dataset")[0].metadata["unchanged"].value is True  # not traced again
+
+    resources = {"dataset": DatasetResource(dataset_dir=str(dataset), grabby_workdir=str(sample[0]))}
+    when = datetime(2026, 12, 2, 5, tzinfo=UTC)
+    with build_schedule_context(instance=instance, resources=resources, scheduled_execution_time=when) as context:
+        request = nightly_export(context)
+    assert isinstance(request, RunRequest) and request.run_key == "export:2026-12-02"
+    result = defs.resolve_job_def("coco_export").execute_in_process(instance=instance, run_config=request.run_config)
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    train = json.loads((dataset / "coco" / "train.json").read_text())
+    kept = {im["id"] for c in categories[:-1] for im in json.loads((dataset / "coco" / c / "train.json").read_text())["images"]}
+    assert {im["id"] for im in train["images"]} == kept and train != json.loads(before[singles[0]])
+    assert gone not in (dataset / "labels.jsonl").read_text()
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["coco_dataset_valid"].metadata["single_files"].value.startswith("parsed")
+    assert checks["coco_dataset_no_near_duplicates"].metadata["scope"].value == "all pairs"
+    assert "unchanged" not in result.asset_materializations_for_node("yolo_dataset")[0].metadata  # traced from the new files
+    with build_schedule_context(instance=instance, resources=resources, scheduled_execution_time=when) as context:
+        assert isinstance(nightly_export(context), SkipReason)  # current: nothing to do

@@ -40,6 +40,7 @@ def cmd_export_coco(args: argparse.Namespace) -> int:
     from samantics_dagster.core.dataset.schema import TableName
     from samantics_dagster.core.dataset.store import dataset_lock
     from samantics_dagster.core.export.coco import SPLITS
+    from samantics_dagster.core.export.shards import build_manifest, load_manifest, load_shards, write_manifest
     from samantics_dagster.core.export.stream import merge_coco_files
     from samantics_dagster.core.export.stream_check import scan_merged_coco
 
@@ -51,17 +52,21 @@ def cmd_export_coco(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else layout.coco
     problems: list[str] = []
     with dataset_lock(layout.root, "coco_dataset"):
+        shards = load_shards(layout)
+        merged = {}
         for split in SPLITS:
-            files = [layout.coco_category(c, split) for c in categories if layout.coco_category(c, split).is_file()]
             path = out / f"{split}.json"
-            if not files:
+            if not shards[split]:
                 if path.exists() and not args.out:  # a split no category has any more must not linger
                     path.unlink()
                 continue
             # streamed, as coco_dataset merges: bounded memory at any dataset size, the same bytes
-            merged = merge_coco_files(files, spec, path)
-            problems += scan_merged_coco(path, spec, (merged.images, merged.annotations)).problems
-            print(f"{path}: {merged.images} images, {merged.annotations} annotations from {len(files)} categories")
+            merged[split] = merge_coco_files([s.path for s in shards[split]], spec, path)
+            problems += scan_merged_coco(path, spec, (merged[split].images, merged[split].annotations)).problems
+            print(f"{path}: {merged[split].images} images, {merged[split].annotations} annotations "
+                  f"from {len(shards[split])} categories")
+        if not args.out:  # the dataset's own single files: the manifest records them as current
+            write_manifest(layout, build_manifest(layout, shards, load_manifest(layout), merged, None))
     report_problems(problems, "the export")
     return 0
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
+from samantics_dagster.core.export.shards import SINGLE_FILES_MAX_IMAGES
+
 _OFF = ("off", "0", "false", "no")
 
 
@@ -23,6 +25,16 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(value)
     except ValueError:
         raise ValueError(f"{name}={value!r} is not a number: set it to seconds, e.g. {name}={default:g}") from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a whole number: e.g. {name}={default}") from None
 
 
 def _on(env: Mapping[str, str], name: str) -> bool:
@@ -40,6 +52,7 @@ class Settings:
     automation_on: bool = True
     automation_interval_s: int = 30
     executor: str = "in_process"
+    single_files_max_images: int = SINGLE_FILES_MAX_IMAGES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -55,6 +68,7 @@ class Settings:
             automation_on=_on(env, "SAMANTICS_AUTOMATION"),
             automation_interval_s=int(_float(env, "SAMANTICS_AUTOMATION_INTERVAL_SECONDS", 30)),
             executor=executor,
+            single_files_max_images=_int(env, "SAMANTICS_SINGLE_FILES_MAX_IMAGES", SINGLE_FILES_MAX_IMAGES),
         )
 
 

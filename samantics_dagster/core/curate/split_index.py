@@ -77,3 +77,9 @@ def save_split_index(layout: DatasetLayout, index: pd.DataFrame) -> None:
     layout.split_index.parent.mkdir(parents=True, exist_ok=True)
     write_table(index[COLUMNS].reset_index(drop=True), layout.split_index)
     write_text_atomic(_keys_path(layout), json.dumps({c: k for c, k in keys.items() if k is not None}))
+
+
+def leaked_index_groups(index: pd.DataFrame) -> tuple[set[str], int]:
+    """(groups with frames in two splits across categories, groups in all): the merged export's leak, from the index."""
+    per_group = index.groupby("group")["split"].nunique()
+    return set(per_group[per_group > 1].index), len(per_group)

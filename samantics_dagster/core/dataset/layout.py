@@ -139,6 +139,11 @@ class DatasetLayout:
         """The sam3_labels table fingerprint (size, mtime_ns) its segment was built from."""
         return self.index / "labels" / f"{category}.key.json"
 
+    @property
+    def labels_jsonl_key(self) -> Path:
+        """Which segments (their fingerprints) labels.jsonl was last concatenated from, and its own fingerprint."""
+        return self.index / "labels.jsonl.key.json"
+
     def labels_segment_categories(self) -> list[str]:
         folder = self.index / "labels"
         return sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
@@ -173,6 +178,12 @@ class YoloLayout:
     def classes_json(self) -> Path:
         """Our category id -> Ultralytics' contiguous class index."""
         return self.root / "classes.json"
+
+    @property
+    def source_json(self) -> Path:
+        """The COCO files (size, mtime_ns) and settings the tree was built from: an unchanged source is not
+        traced again (at scale the merged files wait for the full export, ``core.export.shards``)."""
+        return self.root / ".source.json"
 
     def images(self, split: str) -> Path:
         return self.root / "images" / split

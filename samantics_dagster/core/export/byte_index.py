@@ -76,6 +76,19 @@ class ItemIndex:
     ann_len: np.ndarray
 
 
+def load_ids(coco_file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(image ids, annotations' image ids, annotation ids) from the sidecar if it describes this very file:
+    what the shard manifest and its checks need, without the byte ranges (half the sidecar's size)."""
+    try:
+        st = os.stat(coco_file)
+        with np.load(index_path(coco_file)) as data:
+            if list(data["fingerprint"]) != [st.st_size, st.st_mtime_ns]:
+                return None
+            return data["img_id"], data["ann_img"], data["ann_id"]
+    except (FileNotFoundError, KeyError, ValueError, OSError):
+        return None
+
+
 def load_index(coco_file: Path) -> ItemIndex | None:
     """The sidecar if it describes this very file (size and mtime), else None."""
     sidecar = index_path(coco_file)

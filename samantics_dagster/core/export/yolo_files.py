@@ -23,6 +23,7 @@ from pathlib import Path
 
 from samantics_dagster.core.dataset.atomic import explain_write_error
 from samantics_dagster.core.dataset.layout import DatasetLayout, YoloLayout
+from samantics_dagster.core.export.stream import file_fingerprint
 from samantics_dagster.core.export.yolo import (
     MIN_HOLE_AREA,
     MIN_PART_AREA,
@@ -130,11 +131,24 @@ def _swap(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def yolo_source(coco_files: Mapping[str, Path], categories: list[dict], **settings: int) -> dict:
+    """What a YOLO tree is a function of: the COCO files' fingerprints, the taxonomy, the tracing settings."""
+    return {"files": {s: file_fingerprint(Path(p)) for s, p in sorted(coco_files.items())},
+            "categories": categories, "settings": settings}
+
+
+def yolo_tree_current(out: Path, source: Mapping) -> bool:
+    try:
+        return bool(json.loads(YoloLayout(out).source_json.read_text(encoding="utf-8")) == source)
+    except (OSError, ValueError):
+        return False
+
+
 def write_yolo_export(layout: DatasetLayout, coco_files: Mapping[str, Path], categories: list[dict],
                       out: Path | None = None, min_part_area: int = MIN_PART_AREA,
-                      min_hole_area: int = MIN_HOLE_AREA) -> YoloReport:
+                      min_hole_area: int = MIN_HOLE_AREA, source: Mapping | None = None) -> YoloReport:
     """The YOLO-seg tree for ``coco_files`` (split -> merged COCO file) with ``categories`` (the spec's, as
-    COCO lists them) mapped to contiguous indices in id order."""
+    COCO lists them) mapped to contiguous indices in id order; ``source`` (``yolo_source``) is kept in it."""
     if "train" not in coco_files:
         raise FileNotFoundError(f"no train split among {sorted(coco_files)} in {layout.coco}: "
                                 "materialise coco_dataset (or run `samantics export coco`) first")
@@ -156,6 +170,8 @@ def write_yolo_export(layout: DatasetLayout, coco_files: Mapping[str, Path], cat
             report.val_source = "train (the COCO export has no val split)"
         YoloLayout(tmp).data_yaml.write_text(data_yaml(splits, [c["name"] for c in report.classes]), encoding="utf-8")
         YoloLayout(tmp).classes_json.write_text(json.dumps({"classes": report.classes}, indent=1), encoding="utf-8")
+        if source is not None:
+            YoloLayout(tmp).source_json.write_text(json.dumps(source), encoding="utf-8")
         _swap(tmp, out)
     except OSError as exc:  # a full disk or an I/O error: say which file and what to do; the old tree stays
         shutil.rmtree(tmp, ignore_errors=True)

@@ -5,12 +5,17 @@ records in memory (4.9 GB at 200 k images, issue 14). Now each category's record
 segment, with a sidecar holding the (size, mtime_ns) of the table it came from; a run rebuilds only the
 segments whose table changed or went away, then writes labels.jsonl by copying the segments in category
 order in the kernel (``os.sendfile``): the same bytes as ``write_jsonl(labels_jsonl_records(tables))``.
+
+That concatenation is the one step that still costs the whole dataset (2.3 GB at 1 M images): the caller
+decides by the record count whether it is due (``core.export.shards.single_files_due``, as for the merged
+COCO files); ``labels_jsonl_current`` tells from fingerprints alone whether the file is up to date.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -27,6 +32,8 @@ class SegmentsResult:
     records: int = 0
     rebuilt: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    written: bool = False  # labels.jsonl rewritten by this call
+    current: bool = False  # labels.jsonl holds exactly today's segments
 
 
 def _key(layout: DatasetLayout, category: str) -> dict | None:
@@ -59,10 +66,28 @@ def refresh_segments(layout: DatasetLayout) -> SegmentsResult:
     return result
 
 
-def write_labels_jsonl(layout: DatasetLayout) -> SegmentsResult:
-    """Refresh the segments, then replace labels.jsonl with them concatenated in category order."""
+def _concat_key(layout: DatasetLayout, categories: list[str]) -> dict:
+    return {"file": file_fingerprint(layout.labels_jsonl),
+            "segments": {c: file_fingerprint(layout.labels_segment(c)) for c in categories}}
+
+
+def labels_jsonl_current(layout: DatasetLayout) -> bool:
+    """Whether labels.jsonl is the concatenation of today's segments (neither changed since it was written)."""
+    try:
+        recorded = json.loads(layout.labels_jsonl_key.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(recorded == _concat_key(layout, layout.labels_segment_categories()))
+
+
+def write_labels_jsonl(layout: DatasetLayout, due: Callable[[int], bool] = lambda records: True) -> SegmentsResult:
+    """Refresh the segments, then, if ``due(records)``, replace labels.jsonl with them in category order."""
     result = refresh_segments(layout)
     categories = layout.labels_segment_categories()
+    result.records = sum(int((_key(layout, c) or {}).get("records", 0)) for c in categories)
+    if not due(result.records):
+        result.current = labels_jsonl_current(layout)
+        return result
 
     def write(fh: IO[bytes]) -> None:
         fh.flush()
@@ -77,5 +102,6 @@ def write_labels_jsonl(layout: DatasetLayout) -> SegmentsResult:
                     offset += sent
 
     write_atomic(layout.labels_jsonl, write)
-    result.records = sum(int((_key(layout, c) or {}).get("records", 0)) for c in categories)
+    write_text_atomic(layout.labels_jsonl_key, json.dumps(_concat_key(layout, categories)))
+    result.written = result.current = True
     return result

@@ -1,7 +1,10 @@
-"""Nightly upkeep, off by default (it spends GPU time): retry failed labels, refresh the merged export."""
+"""Nightly upkeep: retry failed labels (off by default: it spends GPU time); the full export (on: it only runs
+when the single files wait, see ``core.export.shards``)."""
 
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
+from samantics_dagster.core.export.shards import load_manifest, load_shards, single_files_current
+from samantics_dagster.core.label.jsonl_segments import labels_jsonl_current
 from samantics_dagster.core.tools.status import failed_labels
 from samantics_dagster.defs.automation.jobs import category_pipeline, coco_export
 from samantics_dagster.defs.resources.dataset import DatasetResource
@@ -33,8 +36,15 @@ def nightly_label_retry(context: ScheduleEvaluationContext, dataset: DatasetReso
     job=coco_export,
     cron_schedule="0 5 * * *",
     execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.STOPPED,
-    description="05:00 UTC: re-merges coco_dataset, for instances that run without the automation sensor.",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="05:00 UTC: the full export. Rewrites the single files (coco/{split}.json, labels.jsonl) that "
+                "wait above SAMANTICS_SINGLE_FILES_MAX_IMAGES, and skips when they are current.",
 )
-def nightly_export(context: ScheduleEvaluationContext):
-    return RunRequest(run_key=f"export:{context.scheduled_execution_time:%Y-%m-%d}")
+def nightly_export(context: ScheduleEvaluationContext, dataset: DatasetResource):
+    layout = dataset.layout
+    if single_files_current(layout, load_manifest(layout), load_shards(layout)) and labels_jsonl_current(layout):
+        return SkipReason("coco/{split}.json and labels.jsonl are current")
+    full = {"config": {"single_files": "always"}}
+    return RunRequest(run_key=f"export:{context.scheduled_execution_time:%Y-%m-%d}",
+                      run_config={"ops": {"coco_dataset": full, "labels_jsonl": full}},
+                      tags={"samantics/trigger": "nightly_export"})

@@ -12,7 +12,7 @@ from samantics_dagster.core.dataset.layout import YoloLayout
 from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.export.coco import SPLITS, categories_json
 from samantics_dagster.core.export.yolo import MIN_HOLE_AREA, MIN_PART_AREA
-from samantics_dagster.core.export.yolo_files import write_yolo_export
+from samantics_dagster.core.export.yolo_files import write_yolo_export, yolo_source, yolo_tree_current
 from samantics_dagster.defs.automation.conditions import EXPORT_CONDITION
 from samantics_dagster.defs.curate.coco_dataset import coco_dataset
 from samantics_dagster.defs.resources.dataset import DatasetResource
@@ -37,9 +37,14 @@ def yolo_dataset(context: AssetExecutionContext, config: YoloConfig, dataset: Da
     layout = dataset.layout
     spec = load_spec(layout.spec)
     files = {s: layout.coco_merged(s) for s in SPLITS if layout.coco_merged(s).is_file()}
+    source = yolo_source(files, categories_json(spec), min_part_area=config.min_part_area,
+                         min_hole_area=config.min_hole_area)
     with dataset.lock("yolo_dataset"):
+        if yolo_tree_current(layout.yolo, source):  # the merged files wait for the full export: nothing to trace
+            context.log.info("yolo_dataset: coco/*.json and the settings are unchanged since the tree was built")
+            return MaterializeResult(metadata={"path": str(layout.yolo), "unchanged": True})
         report = write_yolo_export(layout, files, categories_json(spec), min_part_area=config.min_part_area,
-                                   min_hole_area=config.min_hole_area)
+                                   min_hole_area=config.min_hole_area, source=source)
     meta = report.metadata()
     fidelity = meta["fidelity_iou"]
     context.log.info(f"yolo_dataset: {sum(report.images.values())} images, {sum(report.instances.values())} "
