@@ -47,6 +47,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 CATEGORIES = ("gym", "kitchen")
 # per category: stages in pipeline order (a retry restarts at the failed step, so later kills come later)
 PLAN = ("deduped_images", "deduped_images", "sam3_labels", "sam3_labels", "curated_coco")
+STAGES = ("deduped_images", "sam3_labels", "curated_coco")
 # the export's two steps don't depend on each other (a retry may hold only one): kill whichever runs
 EXPORT_PLAN = ("*", "*")
 IMAGE_BATCH = 4  # LabelConfig.image_batch's default
@@ -102,6 +103,34 @@ def _running_step(instance, run_id: str) -> str:
     return started[-1] if started else "between steps"
 
 
+def _holders(path: Path) -> list[str]:
+    """The processes with ``path`` open (what keeps a flock alive), from /proc."""
+    out = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            for fd in fd_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == str(path):
+                        pid = fd_dir.parent.name
+                        stat = (fd_dir.parent / "stat").read_text()
+                        cmd = (fd_dir.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+                        out.append(f"pid {pid} (state {stat[stat.rindex(')') + 2]}, ppid {stat[stat.rindex(')') + 4:].split()[0]}): {cmd}")
+    return out
+
+
+def _diagnose(instance, dataset: Path, run_id: str, pid: int) -> str:
+    """Why a killed run was not failed: its status, its lease and who holds it, the sensor's verdict."""
+    from samantics_dagster.core.health.liveness import lease_path, lease_state, process_alive
+    from samantics_dagster.defs.health.dead_runs import find_dead_runs
+
+    lease = lease_path(dataset, run_id)
+    content = lease.read_text() if lease.is_file() else None
+    dead = find_dead_runs(instance, dataset, grace_s=0)
+    return (f"status {instance.get_run_by_id(run_id).status}; killed pid {pid} alive: {process_alive(pid)}; "
+            f"lease {lease_state(dataset, run_id)} {content}; lease holders {_holders(lease)}; "
+            f"dead runs now: {[(d.run_id, d.reason) for d in dead]}")
+
+
 def _part_rows(dataset: Path, category: str, seen: dict[str, int]) -> None:
     for part in (dataset / "tables" / "sam3_labels" / ".parts" / category).glob("part-*.parquet"):
         if part.name not in seen:
@@ -110,20 +139,48 @@ def _part_rows(dataset: Path, category: str, seen: dict[str, int]) -> None:
                 seen[part.name] = len(pd.read_parquet(part))
 
 
+def _runnable(run, step: str) -> str | None:
+    """The planned stage, or the first later one this run executes: a kill that landed just after its step
+    succeeded makes the retry start at the next step (Dagster's FROM_FAILURE), so that stage can't be hit again."""
+    keys = run.step_keys_to_execute
+    if step == "*" or keys is None or step in keys:
+        return step
+    later = [s for s in STAGES[STAGES.index(step):] if s in keys]
+    return later[0] if later else None
+
+
+def _dedupe_done(instance, run) -> bool:
+    """The run will not dedupe again: it does not execute that step, or its dedupe step succeeded."""
+    from dagster import DagsterEventType
+
+    if run.step_keys_to_execute is not None and "deduped_images" not in run.step_keys_to_execute:
+        return True
+    return any(r.event_log_entry.dagster_event.step_key == "deduped_images"
+               for r in instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_SUCCESS).records)
+
+
 def _chain(instance, env, tags: dict[str, str], plan, rng: random.Random, kills: list, errors: list,
-           dataset: Path, parts_seen: dict[str, int], alive) -> None:
-    """Kill the chain's live run once per planned stage, then let its last retry finish."""
+           dataset: Path, parts_seen: dict[str, int], alive, dedupe_final: threading.Event | None = None) -> None:
+    """Kill the chain's live run once per planned stage, then let its last retry finish. ``dedupe_final``
+    is set once no later run of the chain dedupes again (dedupe is global: the next category waits for it)."""
     from dagster import DagsterRunStatus
 
     dead: set[str] = set()
+    dedupe_final = dedupe_final or threading.Event()
     try:
-        for step in plan:
-            def target():
+        for planned in plan:
+            if planned != "deduped_images" and not dedupe_final.is_set():
+                wait_for(f"{tags}'s last dedupe", lambda: (live := _live_run(instance, tags, dead)) is not None
+                         and _dedupe_done(instance, live), 240, poll=0.2, alive=alive)
+                dedupe_final.set()
+
+            def target(planned=planned):
                 # the live run (a retry replaces a run that failed by itself, e.g. a code location that didn't load)
                 live = _live_run(instance, tags, dead)
-                started = live and _started_step(instance, live.run_id, step)
-                return started and (live, started[0])
-            run, pid = wait_for(f"{step} to start in a live run of {tags}", target, 240, poll=0.1, alive=alive)
+                step = live and _runnable(live, planned)
+                started = step and _started_step(instance, live.run_id, step)
+                return started and (live, started[0], step)
+            run, pid, step = wait_for(f"{planned} to start in a live run of {tags}", target, 240, poll=0.1, alive=alive)
             time.sleep(rng.uniform(0.0, 0.8))
             running = _started_step(instance, run.run_id, step)
             os.kill(pid, signal.SIGKILL)
@@ -131,12 +188,19 @@ def _chain(instance, env, tags: dict[str, str], plan, rng: random.Random, kills:
             dead.add(run.run_id)
             if step == "sam3_labels" and "dagster/partition" in tags:
                 _part_rows(dataset, tags["dagster/partition"], parts_seen)
-            wait_for(f"the killed run {run.run_id} to be failed", lambda: instance.get_run_by_id(run.run_id).status
-                     == DagsterRunStatus.FAILURE, 120, poll=0.3, alive=alive)
+            try:
+                wait_for(f"the killed run {run.run_id} to be failed", lambda: instance.get_run_by_id(run.run_id).status
+                         == DagsterRunStatus.FAILURE, 120, poll=0.3, alive=alive)
+            except TimeoutError as exc:
+                raise TimeoutError(f"{exc}; {_diagnose(instance, dataset, run.run_id, pid)}") from None
             kills.append({"tags": tags, "step": step if step != "*" else _running_step(instance, run.run_id),
                           "in_step": bool(running and running[1]), "failed_after_s": round(time.time() - t_kill, 1),
                           "at_s": round(t_kill - T0, 1)})
             print(f"chaos: kill {len(kills)} at {t_kill - T0:.0f}s: {kills[-1]}", flush=True)
+        if not dedupe_final.is_set():
+            wait_for(f"{tags}'s last dedupe", lambda: (live := _live_run(instance, tags, dead)) is not None
+                     and _dedupe_done(instance, live), 240, poll=0.2, alive=alive)
+            dedupe_final.set()
         last = wait_for(f"the last retry of {tags}", lambda: _live_run(instance, tags, dead), 120, poll=0.5, alive=alive)
         wait_for(f"{last.run_id} to succeed", lambda: instance.get_run_by_id(last.run_id).status
                  == DagsterRunStatus.SUCCESS or (instance.get_run_by_id(last.run_id).status == DagsterRunStatus.FAILURE
@@ -206,25 +270,16 @@ def test_killed_workers_heal_and_lose_nothing(tmp_path):
             for category in CATEGORIES:
                 tags = {"dagster/partition": category, "samantics/chaos": str(seed)}
                 launch(env, "category_pipeline", {**tags, "dagster/max_retries": str(len(PLAN))})
+                # Dedupe is global (a frame is a duplicate of an earlier category's frame), so the order must be
+                # the reference's: the next category starts once this one will not dedupe again.
+                dedupe_final = threading.Event()
                 t = threading.Thread(target=_chain, args=(instance, env, tags, PLAN, random.Random(rng.random()), kills,
-                                                          errors, dataset, parts_seen[category], daemon.alive), daemon=True)
+                                                          errors, dataset, parts_seen[category], daemon.alive,
+                                                          dedupe_final), daemon=True)
                 t.start()
                 threads.append(t)
-                if category == CATEGORIES[0]:
-                    # Dedupe is global (a frame is a duplicate of an earlier category's frame), so the order must be
-                    # the reference's: the next category starts once this one's last dedupe holds the `dedupe` slot.
-                    n_dedupe = PLAN.count("deduped_images")
-
-                    def last_dedupe_started(tags=tags):
-                        # any run after the last dedupe kill (retry number >= the kills) that started dedupe: that
-                        # run may already be killed again at a later stage by the time this polls, so not "live"
-                        done = sum(1 for k in kills if k["tags"] == tags and k["step"] == "deduped_images")
-                        if errors or done < n_dedupe:
-                            return bool(errors)
-                        later = [r for r in instance.get_runs(RunsFilter(tags=tags))
-                                 if int(r.tags.get("dagster/retry_number") or 0) >= n_dedupe]
-                        return any(_started_step(instance, r.run_id, "deduped_images") for r in later)
-                    wait_for("the first category's last dedupe", last_dedupe_started, 400, poll=0.3)
+                if category != CATEGORIES[-1]:
+                    wait_for(f"{category}'s last dedupe", lambda ev=dedupe_final: ev.is_set() or bool(errors), 400, poll=0.3)
             for t in threads:
                 t.join(timeout=600)
             assert not errors, f"seed {seed}: {errors}; kills so far {kills}; daemon log: {daemon.log.read_text()[-3000:]}"

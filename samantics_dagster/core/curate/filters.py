@@ -19,7 +19,7 @@ import pandas as pd
 from samantics_dagster.core.curate.split import DEFAULT_RATIOS, assign_splits
 from samantics_dagster.core.dataset.schema import CURATED_COCO, CurateReason, CurateStatus, DedupeStatus, LabelStatus
 from samantics_dagster.core.dataset.spec import Spec, SpecError
-from samantics_dagster.core.export.coco import CocoFrame, usable
+from samantics_dagster.core.export.coco import CocoFrame, JsonInstances, usable
 
 CURATE_COLUMNS = CURATED_COCO.names
 INCLUDED, EXCLUDED = CurateStatus.INCLUDED, CurateStatus.EXCLUDED
@@ -58,6 +58,7 @@ class Curated:
     frames: dict[str, list[CocoFrame]]  # split -> included frames with their kept instances
     dropped_instances: Counter  # reason -> instances removed from included frames
     resplit_videos: list[str] = field(default_factory=list)  # had a split the ratios no longer have
+    annotations_per_class: Counter = field(default_factory=Counter)  # category id -> instances in the files
 
 
 def filter_instances(instances: Sequence[dict], width: int, height: int, spec: Spec,
@@ -86,15 +87,44 @@ def filter_instances(instances: Sequence[dict], width: int, height: int, spec: S
     return kept, None, dropped
 
 
-def _rarest_label(frames: dict[str, list[dict]]) -> dict[str, str]:
+def _rarest_label(frames: dict[str, list[int]]) -> dict[str, str]:
     """One stratification label per frame: its rarest category in this partition (splitters take one label)."""
-    counts = Counter(c for inst in frames.values() for c in {int(i["category_id"]) for i in inst})
-    return {d: str(min({int(i["category_id"]) for i in inst}, key=lambda c: (counts[c], c))) for d, inst in frames.items()}
+    counts = Counter(c for ids in frames.values() for c in set(ids))
+    return {d: str(min(set(ids), key=lambda c: (counts[c], c))) for d, ids in frames.items()}
 
 
 def video_group(video_id: object, dhash: str) -> str:
     """The split group: the video, or the frame itself when its name carried no video id."""
     return str(video_id) if isinstance(video_id, str) and video_id else f"frame:{dhash}"
+
+
+_LABEL_COLUMNS = ("dhash", "status", "width", "height", "instances", "rel_path")
+
+
+class _LabelRows:
+    """dhash -> its label row as a small dict, read from column arrays (a person's reviewed row replaces
+    SAM3's); no dict per row of the table is built up front."""
+
+    def __init__(self, labels: pd.DataFrame, reviewed: pd.DataFrame | None) -> None:
+        self._columns: list[dict] = []
+        self._at: dict[str, tuple[int, int]] = {}
+        self._add(labels)
+        if reviewed is not None and len(reviewed):
+            self._add(reviewed[reviewed["status"] == "reviewed"].assign(status=LabelStatus.DONE))
+
+    def _add(self, table: pd.DataFrame) -> None:
+        if not len(table):
+            return
+        source = len(self._columns)
+        self._columns.append({c: table[c].to_numpy() for c in _LABEL_COLUMNS})
+        self._at.update({d: (source, k) for k, d in enumerate(self._columns[-1]["dhash"])})
+
+    def get(self, dhash: str) -> dict | None:
+        at = self._at.get(dhash)
+        if at is None:
+            return None
+        columns = self._columns[at[0]]
+        return {c: columns[c][at[1]] for c in _LABEL_COLUMNS}
 
 
 def curate_partition(labels: pd.DataFrame, deduped: pd.DataFrame, spec: Spec, settings: CurateSettings,
@@ -105,12 +135,11 @@ def curate_partition(labels: pd.DataFrame, deduped: pd.DataFrame, spec: Spec, se
     reviewed_labels table: a person's row replaces SAM3's for that frame."""
     chosen = settings.chosen_ids(spec)
     accepted = deduped[deduped["status"] == DedupeStatus.ACCEPTED].drop_duplicates("dhash")
-    by_dhash = {r["dhash"]: r for r in labels.to_dict("records")} if len(labels) else {}
-    if reviewed is not None and len(reviewed):
-        by_dhash.update({r["dhash"]: {**r, "status": LabelStatus.DONE}
-                         for r in reviewed[reviewed["status"] == "reviewed"].to_dict("records")})
+    # columns and row positions, not one dict per row: instance texts are parsed one frame at a time
+    label_rows = _LabelRows(labels, reviewed)
     rows: list[dict] = []
-    kept: dict[str, list[dict]] = {}
+    kept: dict[str, JsonInstances] = {}
+    classes: dict[str, list[int]] = {}  # category ids of each kept frame's instances
     meta: dict[str, dict] = {}
     dropped: Counter = Counter()
     for frame in accepted.to_dict("records"):
@@ -118,26 +147,29 @@ def curate_partition(labels: pd.DataFrame, deduped: pd.DataFrame, spec: Spec, se
         video = video if isinstance(video, str) and video else None
         row = {"dhash": dhash, "rel_path": frame["rel_path"], "video_id": video, "status": EXCLUDED,
                "reason": None, "split": None, "n_annotations": 0}
-        label = by_dhash.get(dhash)
+        label = label_rows.get(dhash)
         if label is None:
             row["reason"] = CurateReason.NOT_LABELLED
         elif label["status"] != LabelStatus.DONE:
             row["reason"] = CurateReason.LABEL_FAILED
         else:
             w, h = int(label["width"]), int(label["height"])
-            instances, reason, lost = filter_instances(json.loads(label["instances"]), w, h, spec, settings, chosen)
+            text = label["instances"]
+            parsed = json.loads(text)
+            instances, reason, lost = filter_instances(parsed, w, h, spec, settings, chosen)
             if reason:
                 row["reason"] = reason
             else:
                 dropped.update(lost)
-                kept[dhash] = instances
+                kept[dhash] = JsonInstances.of(instances, text if len(instances) == len(parsed) else None)
+                classes[dhash] = [int(i["category_id"]) for i in instances]
                 meta[dhash] = {"width": w, "height": h, "source_path": label["rel_path"], "video_id": video}
                 row.update(status=INCLUDED, n_annotations=len(instances))
         rows.append(row)
 
     groups = {d: video_group(meta[d]["video_id"], d) for d in kept}
     keys = sorted(kept)
-    labels_for_split = _rarest_label(kept)
+    labels_for_split = _rarest_label(classes)
     # A video whose earlier split is no longer asked for (test turned off) is split again like a new one.
     wanted = {s for s, r in settings.ratios.items() if r > 0}
     previous = {g: s for g, s in (previous_groups or {}).items() if s in wanted}
@@ -153,7 +185,9 @@ def curate_partition(labels: pd.DataFrame, deduped: pd.DataFrame, spec: Spec, se
             frames.setdefault(split, []).append(CocoFrame(
                 dhash=row["dhash"], width=m["width"], height=m["height"], instances=kept[row["dhash"]],
                 source_path=m["source_path"], video_id=m["video_id"], category=category))
-    return Curated(table=to_table(rows), frames=frames, dropped_instances=dropped, resplit_videos=moved)
+    per_class = Counter(c for d in assignment if d in classes for c in classes[d])
+    return Curated(table=to_table(rows), frames=frames, dropped_instances=dropped, resplit_videos=moved,
+                   annotations_per_class=per_class)
 
 
 def to_table(rows: Sequence[dict]) -> pd.DataFrame:

@@ -1,6 +1,5 @@
 """``curated_coco``: the category's labelled frames filtered and split by video into COCO files."""
 
-from collections import Counter
 from collections.abc import Mapping
 
 import pandas as pd
@@ -92,9 +91,7 @@ def curated_coco(
     table = curated.table
     included = table[table["status"] == CurateStatus.INCLUDED]
     excluded = table[table["status"] == CurateStatus.EXCLUDED]
-    per_class: Counter[int] = Counter()
-    for frames in curated.frames.values():
-        per_class.update(int(i["category_id"]) for f in frames for i in f.instances)
+    per_class = curated.annotations_per_class
     names = {c.id: c.name for c in spec.categories}
     shares = split_shares(dict(zip(included["dhash"], included["split"])))
     context.log.info(f"{category}: {len(included)} of {len(table)} frames included; " +
