@@ -218,9 +218,10 @@ def _table(dataset: Path, asset: str, category: str) -> pd.DataFrame:
 
 def _files(dataset: Path, sub: str) -> dict[str, bytes]:
     root = dataset / sub
-    # byte-index sidecars (.{split}.index.npz) record their COCO file's mtime: not content
+    # byte-index sidecars (.{split}.index.npz) record their COCO file's mtime, and the shard manifest which run
+    # wrote the merged files and their mtimes: not content (the manifest's "splits" are compared apart)
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.endswith(".index.npz")}
+            if p.is_file() and not p.name.endswith(".index.npz") and p.name != "shards.json"}
 
 
 def _stray(dataset: Path) -> list[str]:
@@ -309,6 +310,8 @@ def test_killed_workers_heal_and_lose_nothing(tmp_path):
                                           obj=f"seed {seed}: tables/{asset}/{category}")
     assert _files(dataset, "images") == _files(ref, "images"), f"seed {seed}: the image store differs"
     assert _files(dataset, "coco") == _files(ref, "coco"), f"seed {seed}: the COCO files differ"
+    shards = [json.loads((d / "coco" / "shards.json").read_text())["splits"] for d in (dataset, ref)]
+    assert shards[0] == shards[1] and all(s["current"] for s in shards[0].values()), f"seed {seed}: shards.json differs"
     assert (dataset / "labels.jsonl").read_bytes() == (ref / "labels.jsonl").read_bytes()
     assert not _stray(dataset), f"seed {seed}: stray files {_stray(dataset)}"
 
