@@ -183,7 +183,7 @@ class YoloLayout:
     def source_json(self) -> Path:
         """The COCO files (size, mtime_ns) and settings the tree was built from: an unchanged source is not
         traced again (at scale the merged files wait for the full export, ``core.export.shards``)."""
-        return self.root / ".source.json"
+        return self.root / "source.json"
 
     def images(self, split: str) -> Path:
         return self.root / "images" / split
