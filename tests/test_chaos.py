@@ -168,7 +168,8 @@ def _chain(instance, env, tags: dict[str, str], plan, rng: random.Random, kills:
     dead: set[str] = set()
     dedupe_final = dedupe_final or threading.Event()
     try:
-        for planned in plan:
+        finished = False
+        for k, planned in enumerate(plan):
             if planned != "deduped_images" and not dedupe_final.is_set():
                 wait_for(f"{tags}'s last dedupe", lambda: (live := _live_run(instance, tags, dead)) is not None
                          and _dedupe_done(instance, live), 240, poll=0.2, alive=alive)
@@ -181,7 +182,8 @@ def _chain(instance, env, tags: dict[str, str], plan, rng: random.Random, kills:
                 started = step and _started_step(instance, live.run_id, step)
                 return started and (live, started[0], step)
             run, pid, step = wait_for(f"{planned} to start in a live run of {tags}", target, 240, poll=0.1, alive=alive)
-            time.sleep(rng.uniform(0.0, 0.8))
+            # the last kill early in its step: after the chain's last step the run may be a moment from success
+            time.sleep(rng.uniform(0.0, 0.2 if k == len(plan) - 1 else 0.8))
             running = _started_step(instance, run.run_id, step)
             os.kill(pid, signal.SIGKILL)
             t_kill = time.time()
@@ -189,14 +191,23 @@ def _chain(instance, env, tags: dict[str, str], plan, rng: random.Random, kills:
             if step == "sam3_labels" and "dagster/partition" in tags:
                 _part_rows(dataset, tags["dagster/partition"], parts_seen)
             try:
-                wait_for(f"the killed run {run.run_id} to be failed", lambda: instance.get_run_by_id(run.run_id).status
-                         == DagsterRunStatus.FAILURE, 120, poll=0.3, alive=alive)
+                status = wait_for(f"the killed run {run.run_id} to be failed", lambda: (
+                    st := instance.get_run_by_id(run.run_id).status) in (DagsterRunStatus.FAILURE,
+                                                                           DagsterRunStatus.SUCCESS) and st,
+                    120, poll=0.3, alive=alive)
             except TimeoutError as exc:
                 raise TimeoutError(f"{exc}; {_diagnose(instance, dataset, run.run_id, pid)}") from None
+            if status == DagsterRunStatus.SUCCESS:  # the signal came after the run's last event: no kill, chain done
+                print(f"chaos: the kill of {run.run_id} landed after it succeeded (not counted)", flush=True)
+                finished = True
+                break
             kills.append({"tags": tags, "step": step if step != "*" else _running_step(instance, run.run_id),
                           "in_step": bool(running and running[1]), "failed_after_s": round(time.time() - t_kill, 1),
                           "at_s": round(t_kill - T0, 1)})
             print(f"chaos: kill {len(kills)} at {t_kill - T0:.0f}s: {kills[-1]}", flush=True)
+        if finished:
+            dedupe_final.set()
+            return
         if not dedupe_final.is_set():
             wait_for(f"{tags}'s last dedupe", lambda: (live := _live_run(instance, tags, dead)) is not None
                      and _dedupe_done(instance, live), 240, poll=0.2, alive=alive)
