@@ -159,6 +159,18 @@ def _dedupe_done(instance, run) -> bool:
                for r in instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_SUCCESS).records)
 
 
+def _nothing_left(instance, run) -> bool:
+    """Every step of the run had succeeded when its worker died (the kill beat only RUN_SUCCESS): Dagster fails
+    the run and retries nothing ("No steps needed to be retried"), and the category is complete."""
+    from dagster import DagsterEventType
+
+    snapshot = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    keys = set(run.step_keys_to_execute or [step.key for step in snapshot.steps])
+    done = {r.event_log_entry.dagster_event.step_key
+            for r in instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_SUCCESS).records}
+    return keys <= done
+
+
 def _chain(instance, env, tags: dict[str, str], plan, rng: random.Random, kills: list, errors: list,
            dataset: Path, parts_seen: dict[str, int], alive, dedupe_final: threading.Event | None = None) -> None:
     """Kill the chain's live run once per planned stage, then let its last retry finish. ``dedupe_final``
@@ -205,6 +217,10 @@ def _chain(instance, env, tags: dict[str, str], plan, rng: random.Random, kills:
                           "in_step": bool(running and running[1]), "failed_after_s": round(time.time() - t_kill, 1),
                           "at_s": round(t_kill - T0, 1)})
             print(f"chaos: kill {len(kills)} at {t_kill - T0:.0f}s: {kills[-1]}", flush=True)
+            if _nothing_left(instance, run):  # no retry follows: the chain is done
+                print(f"chaos: {run.run_id} had finished every step; Dagster retries nothing", flush=True)
+                finished = True
+                break
         if finished:
             dedupe_final.set()
             return
