@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 CATEGORIES = ("gym", "kitchen")
 # per category: stages in pipeline order (a retry restarts at the failed step, so later kills come later)
-PLAN = ("deduped_images", "deduped_images", "sam3_labels", "sam3_labels", "curated_coco")
+PLAN = ("deduped_images", "deduped_images", "sam3_labels", "sam3_labels", "sam3_labels", "curated_coco")
 STAGES = ("deduped_images", "sam3_labels", "curated_coco")
 # the export's two steps don't depend on each other (a retry may hold only one): kill whichever runs
 EXPORT_PLAN = ("*", "*")
