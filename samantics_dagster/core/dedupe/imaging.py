@@ -93,8 +93,11 @@ def _reduction(size: tuple[int, int], min_side: int) -> int:
 
 
 def frame_signature(data: bytes) -> Signature:
-    """The dhash (bit for bit imagehash's) and the signals dedupe weighs it with (``signals.py``), from one
-    1/8-scale colour decode: colour is what tells a sky from a gradient when the grey layout agrees."""
+    """The dhash that names the store (imagehash's algorithm on the frame in grey) and the signals dedupe
+    weighs it with (``signals.py``), from one 1/8-scale colour decode (1/4 for a short side under 256 px):
+    colour is what tells a sky from a gradient when the grey layout agrees. Its bits equal ``frame_dhash``'s
+    (libjpeg's grey decode) on 300 of 300 720p frames and 723 of 724 demo frames; committed frames pin both
+    (tests/core/test_hash_stability.py)."""
     from samantics_dagster.core.dedupe.signals import PHASE_SIZE, signature
 
     w, h = read_size(data)
