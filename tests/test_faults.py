@@ -5,6 +5,7 @@ the fault is gone must complete with the same dataset as a clean run."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 
@@ -46,11 +47,19 @@ def _temp_files(root) -> list[str]:
                                       or (p.name.startswith(".") and p.suffix == ".tmp")))
 
 
+def _content(path) -> bytes:
+    """The bytes, but of the shard manifest only its splits: the rest records which run wrote the merged files."""
+    if path.name == "shards.json":
+        return json.dumps(json.loads(path.read_text())["splits"], sort_keys=True).encode()
+    return path.read_bytes()
+
+
 def _files(root) -> dict[str, bytes]:
     skip = (".locks/", ".index/")  # locks and bookkeeping journals (attempts are appended), not the dataset
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+    # byte-index sidecars and the YOLO tree's source.json record their COCO files' mtimes, not content
+    return {str(p.relative_to(root)): _content(p) for p in sorted(root.rglob("*"))
             if p.is_file() and not str(p.relative_to(root)).startswith(skip)
-            and not p.name.endswith(".index.npz")}  # byte-index sidecars record their COCO file's mtime
+            and not p.name.endswith(".index.npz") and str(p.relative_to(root)) != "export/yolo/source.json"}
 
 
 def _used_bytes(root) -> int:
