@@ -181,10 +181,23 @@ def _spec(path: str | None, required: bool):
         raise CliError(str(exc)) from None
 
 
+def _dataset_labels_jsonl(args: argparse.Namespace) -> Path:
+    """The dataset's labels.jsonl, with a warning when it lags behind the labels (it waits for the full
+    export above SAMANTICS_SINGLE_FILES_MAX_IMAGES images: core.export.shards)."""
+    from samantics_dagster.core.label.jsonl_segments import labels_jsonl_current
+
+    layout = DatasetLayout(dataset_dir_of(args))
+    if layout.labels_jsonl.is_file() and layout.labels_jsonl_key.is_file() and not labels_jsonl_current(layout):
+        print(f"warning: {layout.labels_jsonl} lags behind the sam3_labels tables (it waits for the full export: "
+              "the nightly_export schedule, or materialise labels_jsonl with config single_files: always)",
+              file=sys.stderr)
+    return layout.labels_jsonl
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from samantics_dagster.core.tools import records
 
-    files = [Path(f) for f in args.files] or [DatasetLayout(dataset_dir_of(args)).labels_jsonl]
+    files = [Path(f) for f in args.files] or [_dataset_labels_jsonl(args)]
     spec = _spec(args.spec, required=False)
     try:
         by_split = {f.stem if len(files) > 1 else "all": records.read_jsonl(f) for f in files}

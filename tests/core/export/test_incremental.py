@@ -95,3 +95,19 @@ def test_partition_audit_finds_exactly_the_full_audits_pairs_that_involve_the_pa
         pairs = {frozenset(p) for p in zip(full["a"], full["b"]) if any(x.startswith(f"{c}:") for x in p)}
         got = partition_violations(tables, c)
         assert {frozenset(p) for p in zip(got["a"], got["b"])} == pairs
+
+
+def test_labels_jsonl_waits_when_not_due_and_says_whether_it_is_current(tmp_path):
+    from samantics_dagster.core.label.jsonl_segments import labels_jsonl_current
+
+    rng = np.random.default_rng(3)
+    layout = DatasetLayout(tmp_path)
+    write_table(_labels(rng, 5), layout.table(TableName.SAM3_LABELS, "cars"))
+    assert write_labels_jsonl(layout).current and labels_jsonl_current(layout)
+    before = layout.labels_jsonl.read_bytes()
+    write_table(_labels(rng, 6), layout.table(TableName.SAM3_LABELS, "dogs"))
+    waited = write_labels_jsonl(layout, due=lambda records: records <= 5)  # 7 labelled records: above it
+    assert waited.rebuilt == ["dogs"] and waited.records == 7 and not waited.written and not waited.current
+    assert layout.labels_jsonl.read_bytes() == before and not labels_jsonl_current(layout)
+    assert write_labels_jsonl(layout, due=lambda records: True).written and labels_jsonl_current(layout)
+    assert layout.labels_jsonl.read_bytes() == _old_labels_jsonl(layout, tmp_path / "old.jsonl")
