@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,9 @@ def dataset_lock(dataset_dir: Path, name: str) -> FileLock:
     path = DatasetLayout(dataset_dir).lock(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path))
+
+
+_TMP_PREFIX = ".tmp-"  # a frame being copied in (never a store name: those are 16 hex digits)
 
 
 class ImageStore:
@@ -48,7 +53,7 @@ class ImageStore:
             return False
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".jpg")
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=_TMP_PREFIX, suffix=".jpg")
             try:
                 os.fchmod(fd, umask_mode())  # mkstemp's 0600 would hide the store from other uids
                 with os.fdopen(fd, "wb") as fh:
@@ -110,3 +115,20 @@ class ImageStore:
     def dedupe_lock(self) -> FileLock:
         """Serialise global dedupe across processes (the Dagster pool does it across runs of one instance)."""
         return dataset_lock(self.dataset_dir, "dedupe")
+
+    @contextmanager
+    def locked_for_writing(self) -> Iterator[int]:
+        """The dedupe lock, held by whoever copies into the store, with the temp files of a writer that died
+        holding it removed first (a SIGKILL between ``mkstemp`` and ``unlink`` leaves one): yields how many."""
+        with self.dedupe_lock():
+            yield self.remove_orphan_temps()
+
+    def remove_orphan_temps(self) -> int:
+        """Only safe under the dedupe lock: every writer holds it for as long as its temp file exists."""
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        for tmp in self.root.glob(f"{_TMP_PREFIX}*"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+        return removed

@@ -70,8 +70,9 @@ def deduped_images(
     store = dataset.store()
     settings = config.settings()
     waited = time.perf_counter()
-    with store.dedupe_lock():
-        context.log.info(f"dedupe lock held after {time.perf_counter() - waited:.1f}s; settings {settings.fingerprint()}")
+    with store.locked_for_writing() as orphans:
+        context.log.info(f"dedupe lock held after {time.perf_counter() - waited:.1f}s; settings {settings.fingerprint()}"
+                         + (f"; removed {orphans} temp files a killed run left in the store" if orphans else ""))
         result = dedupe_partition(
             ingress_frames, dataset.workdir_path, store, settings,
             previous=dataset.table(TableName.DEDUPED_IMAGES, category), dry_run=config.dry_run,

@@ -118,7 +118,7 @@ def import_legacy(data_root: Path, dataset_dir: Path, *, dry_run: bool = False,
 
     hash_accepted(placed, root, progress)
     store = ImageStore(dataset)
-    with store.dedupe_lock() if not dry_run else nullcontext():  # the store is dedupe's index
+    with store.locked_for_writing() if not dry_run else nullcontext():  # the store is dedupe's index
         claim_hashes(placed, dataset, report)
         store_images(placed, store, dry_run, report)
         by_cat = rows(placed, report)
