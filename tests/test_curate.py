@@ -173,6 +173,9 @@ def test_a_changed_taxonomy_is_refused_until_every_category_is_curated_again(cur
     message = failure.event_specific_data.error.to_string()
     assert "mix two taxonomies" in message and all(c in message for c in categories)
     assert (dataset / "coco" / "train.json").read_bytes() == before  # the old export stays whole
+    from samantics_dagster.cli.main import main  # the CLI's export merges as coco_dataset does: refused too
+    assert main(["export", "coco", "--dataset-dir", str(dataset)]) == 2  # a CliError naming the fix
+    assert (dataset / "coco" / "train.json").read_bytes() == before
     for category in categories[:-1]:
         assert materialize(export, selection=["curated_coco"], instance=instance, partition_key=category,
                            resources=defs.resources).success

@@ -39,9 +39,7 @@ def _spec(layout):
 def cmd_export_coco(args: argparse.Namespace) -> int:
     from samantics_dagster.core.dataset.schema import TableName
     from samantics_dagster.core.dataset.store import dataset_lock
-    from samantics_dagster.core.export.coco import SPLITS
-    from samantics_dagster.core.export.shards import build_manifest, load_manifest, load_shards, write_manifest
-    from samantics_dagster.core.export.stream import merge_coco_files
+    from samantics_dagster.core.export.shards import TaxonomyChanged, export_coco
     from samantics_dagster.core.export.stream_check import scan_merged_coco
 
     layout = _layout(args)
@@ -49,24 +47,17 @@ def cmd_export_coco(args: argparse.Namespace) -> int:
     categories = layout.table_categories(TableName.CURATED_COCO)
     if not categories:
         raise CliError(f"{layout.table_dir(TableName.CURATED_COCO)} has no tables: materialise curated_coco first")
-    out = Path(args.out) if args.out else layout.coco
     problems: list[str] = []
     with dataset_lock(layout.root, "coco_dataset"):
-        shards = load_shards(layout)
-        merged = {}
-        for split in SPLITS:
-            path = out / f"{split}.json"
-            if not shards[split]:
-                if path.exists() and not args.out:  # a split no category has any more must not linger
-                    path.unlink()
-                continue
-            # streamed, as coco_dataset merges: bounded memory at any dataset size, the same bytes
-            merged[split] = merge_coco_files([s.path for s in shards[split]], spec, path)
-            problems += scan_merged_coco(path, spec, (merged[split].images, merged[split].annotations)).problems
-            print(f"{path}: {merged[split].images} images, {merged[split].annotations} annotations "
-                  f"from {len(shards[split])} categories")
-        if not args.out:  # the dataset's own single files: the manifest records them as current
-            write_manifest(layout, build_manifest(layout, shards, load_manifest(layout), merged, None))
+        # what coco_dataset does (taxonomy guard, streamed byte-range merge, manifest), at any size
+        try:
+            export = export_coco(layout, spec, lambda images: True, None, out=Path(args.out) if args.out else None)
+        except TaxonomyChanged as exc:
+            raise CliError(str(exc)) from None
+        for split, merged in (export.merged or {}).items():
+            problems += scan_merged_coco(merged.path, spec, (merged.images, merged.annotations)).problems
+            print(f"{merged.path}: {merged.images} images, {merged.annotations} annotations "
+                  f"from {len(export.shards[split])} categories")
     report_problems(problems, "the export")
     return 0
 

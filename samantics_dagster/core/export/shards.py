@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -55,6 +55,11 @@ class Shard:
     img_id: np.ndarray
     ann_img: np.ndarray
     ann_id: np.ndarray
+    annotations: int  # len(ann_id) when loaded; kept when the id arrays are dropped
+
+    @classmethod
+    def of(cls, category: str, path: Path, img_id: np.ndarray, ann_img: np.ndarray, ann_id: np.ndarray) -> Shard:
+        return cls(category, path, img_id, ann_img, ann_id, int(ann_id.size))
 
     @property
     def fingerprint(self) -> list[int] | None:
@@ -64,24 +69,11 @@ class Shard:
     def images(self) -> int:
         return int(self.img_id.size)
 
-    @property
-    def annotations(self) -> int:
-        return int(self.ann_id.size)
-
     def without_annotation_ids(self) -> Shard:
-        """The shard with its annotation id arrays dropped (~160 MB at 10 M annotations) but counted, for a
+        """The shard with its annotation id arrays dropped (~160 MB at 10 M annotations), still counted, for a
         caller that only lists it while the merge needs the memory."""
         empty = np.empty(0, np.int64)
-        return _CountedShard(self.category, self.path, self.img_id, empty, empty, annotations_n=self.annotations)
-
-
-@dataclass(frozen=True)
-class _CountedShard(Shard):
-    annotations_n: int = 0
-
-    @property
-    def annotations(self) -> int:
-        return self.annotations_n
+        return replace(self, ann_img=empty, ann_id=empty)
 
 
 def _parsed(category: str, path: Path) -> Shard:
@@ -95,7 +87,7 @@ def _parsed(category: str, path: Path) -> Shard:
                 ann_img.append(int(value))
             elif event == "number" and prefix == "annotations.item.id":
                 ann_id.append(int(value))
-    return Shard(category, path, np.asarray(img, np.int64), np.asarray(ann_img, np.int64), np.asarray(ann_id, np.int64))
+    return Shard.of(category, path, np.asarray(img, np.int64), np.asarray(ann_img, np.int64), np.asarray(ann_id, np.int64))
 
 
 def load_shards(layout: DatasetLayout) -> dict[str, list[Shard]]:
@@ -107,7 +99,7 @@ def load_shards(layout: DatasetLayout) -> dict[str, list[Shard]]:
             if not path.is_file():
                 continue
             ids = load_ids(path)
-            out[split].append(_parsed(category, path) if ids is None else Shard(category, path, *ids))
+            out[split].append(_parsed(category, path) if ids is None else Shard.of(category, path, *ids))
     return out
 
 
@@ -242,9 +234,11 @@ class CocoExport:
     merged: dict[str, MergeResult] | None  # the single files this export rewrote (None: they wait)
 
 
-def export_coco(layout: DatasetLayout, spec: Spec, due: Callable[[int], bool], run_id: str | None) -> CocoExport:
-    """What coco_dataset does, under its lock: the shards checked against the taxonomy, the single files
-    merged if ``due(images)``, and the manifest written. O(categories) when they wait."""
+def export_coco(layout: DatasetLayout, spec: Spec, due: Callable[[int], bool], run_id: str | None,
+                out: Path | None = None) -> CocoExport:
+    """What coco_dataset (and ``samantics export coco``) does, under its lock: the shards checked against the
+    taxonomy, the single files merged if ``due(images)``, and the manifest written. O(categories) when they
+    wait. ``out``: merge into that folder instead; the dataset's own files and manifest are left alone."""
     shards = load_shards(layout)
     by_category: dict[str, list[Path]] = {}
     for per_split in shards.values():
@@ -260,12 +254,15 @@ def export_coco(layout: DatasetLayout, spec: Spec, due: Callable[[int], bool], r
     if due(images):
         merged = {}
         for split in SPLITS:
-            path = layout.coco_merged(split)
+            path = layout.coco_merged(split) if out is None else Path(out) / f"{split}.json"
             if not shards[split]:
-                path.unlink(missing_ok=True)
+                if out is None:  # a split no category has any more must not linger for a trainer to find
+                    path.unlink(missing_ok=True)
                 continue
             # byte ranges copied from the per-category files: bounded memory at any dataset size
             merged[split] = merge_coco_files([s.path for s in shards[split]], spec, path)
+    if out is not None:
+        return CocoExport(shards, load_manifest(layout), images, merged)
     manifest = build_manifest(layout, shards, load_manifest(layout), merged, run_id, totals)
     write_manifest(layout, manifest)
     return CocoExport(shards, manifest, images, merged)
