@@ -220,24 +220,21 @@ FULL = [("labels.jsonl", "new_labels_jsonl", None), ("merged coco/*.json + shard
         ("all-pairs near-dup audit", "old_dedupe_check", None), ("samantics status", "status", None)]
 
 
-def _rows(steps: list, size: int, baseline_max: int) -> tuple[float, float]:
+def _rows(steps: list, root: Path, size: int, baseline_max: int) -> tuple[float, float]:
     total, base_total = 0.0, 0.0
     for label, new, old in steps:
-        ns, nr, nout = measure(new, _ROOT[0])
+        ns, nr, nout = measure(new, root)
         total += ns
         if old is None:
             print(f"| {label} | {ns:.2f} | {nr:.2f} | – | – | {nout} |")
         elif size > baseline_max:
             print(f"| {label} | {ns:.2f} | {nr:.2f} | skipped | skipped | baseline above --no-baseline-above; {nout} |")
         else:
-            os_, or_, oout = measure(old, _ROOT[0])
+            os_, or_, oout = measure(old, root)
             base_total += os_
             print(f"| {label} | {ns:.2f} | {nr:.2f} | {os_:.2f} | {or_:.2f} | {nout} / {oout} |")
         sys.stdout.flush()
     return total, base_total
-
-
-_ROOT: list[Path] = []
 
 
 def run_size(root: Path, size: int, categories: int, baseline_max: int, reuse: bool) -> None:
@@ -249,14 +246,13 @@ def run_size(root: Path, size: int, categories: int, baseline_max: int, reuse: b
         measure("new_export", root)
     else:
         sys.stdout.write(f"\n## {size} images, {categories} categories (reused {root})\n")
-    _ROOT[:] = [root]
     measure("add_category_tables", root)
     header = "| step | new s | new peak GB | baseline s | baseline peak GB | notes |\n|---|---|---|---|---|---|"
     print(f"\n### adding a 1 k-frame category (what its runs' automation does)\n{header}")
-    total, base_total = _rows(ADD, size, baseline_max)
+    total, base_total = _rows(ADD, root, size, baseline_max)
     print(f"| **total** | **{total:.2f}** | | {base_total:.2f} | | bar at 1 M: < 10 s |")
     print(f"\n### the full export (nightly_export, `samantics export coco`)\n{header}")
-    _rows(FULL, size, baseline_max)
+    _rows(FULL, root, size, baseline_max)
     sizes = {p.name: p.stat().st_size / 2**30 for p in (root / "coco").glob("*.json")}
     print(f"merged files GB: {json.dumps({k: round(v, 3) for k, v in sizes.items()})}; "
           f"labels.jsonl {(root / 'labels.jsonl').stat().st_size / 2**30:.3f} GB")

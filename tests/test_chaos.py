@@ -179,13 +179,18 @@ def _chain(instance, env, tags: dict[str, str], plan, rng: random.Random, kills:
 
     dead: set[str] = set()
     dedupe_final = dedupe_final or threading.Event()
+
+    def dedupe_is_final() -> None:
+        if not dedupe_final.is_set():
+            wait_for(f"{tags}'s last dedupe", lambda: (live := _live_run(instance, tags, dead)) is not None
+                     and _dedupe_done(instance, live), 240, poll=0.2, alive=alive)
+            dedupe_final.set()
+
     try:
         finished = False
         for k, planned in enumerate(plan):
-            if planned != "deduped_images" and not dedupe_final.is_set():
-                wait_for(f"{tags}'s last dedupe", lambda: (live := _live_run(instance, tags, dead)) is not None
-                         and _dedupe_done(instance, live), 240, poll=0.2, alive=alive)
-                dedupe_final.set()
+            if planned != "deduped_images":
+                dedupe_is_final()
 
             def target(planned=planned):
                 # the live run (a retry replaces a run that failed by itself, e.g. a code location that didn't load)
@@ -224,10 +229,7 @@ def _chain(instance, env, tags: dict[str, str], plan, rng: random.Random, kills:
         if finished:
             dedupe_final.set()
             return
-        if not dedupe_final.is_set():
-            wait_for(f"{tags}'s last dedupe", lambda: (live := _live_run(instance, tags, dead)) is not None
-                     and _dedupe_done(instance, live), 240, poll=0.2, alive=alive)
-            dedupe_final.set()
+        dedupe_is_final()
         last = wait_for(f"the last retry of {tags}", lambda: _live_run(instance, tags, dead), 120, poll=0.5, alive=alive)
         wait_for(f"{last.run_id} to succeed", lambda: instance.get_run_by_id(last.run_id).status
                  == DagsterRunStatus.SUCCESS or (instance.get_run_by_id(last.run_id).status == DagsterRunStatus.FAILURE

@@ -79,7 +79,7 @@ class JsonInstances(Sequence[dict]):
     @overload
     def __getitem__(self, index: slice) -> list[dict]: ...
     def __getitem__(self, index: int | slice) -> dict | list[dict]:
-        return list(json.loads(self._text))[index]
+        return json.loads(self._text)[index]
 
     def __iter__(self) -> Iterator[dict]:
         return iter(json.loads(self._text))
