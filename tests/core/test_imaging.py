@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samantics_dagster.core.dedupe.imaging import FrameDecodeError, dhash_full_decode, frame_dhash, grey_for_matching
+from benchmarks.dedupe_reference import dhash_full_decode, frame_dhash
+from samantics_dagster.core.dedupe.imaging import FrameDecodeError, grey_for_matching
 from tests.images import jpeg_bytes, photo
 
 

@@ -12,9 +12,10 @@ from pycocotools import mask as mask_utils
 from samantics_dagster.core.curate.filters import split_of_groups
 from samantics_dagster.core.dataset.store import ImageStore
 from samantics_dagster.core.dataset.tables import read_all, read_table, table_path, write_table
-from samantics_dagster.core.dedupe.engine import DEDUPE_COLUMNS, DedupeSettings, dedupe_partition
+from samantics_dagster.core.dedupe.engine import DEDUPE_COLUMNS, dedupe_partition
 from samantics_dagster.core.dedupe.engine import to_table as dedupe_table
 from samantics_dagster.core.dedupe.imaging import frame_signature
+from samantics_dagster.core.dedupe.settings import DedupeSettings
 from samantics_dagster.core.label import pipeline as labeling
 from samantics_dagster.core.label.pipeline import LABEL_COLUMNS, label_partition
 from samantics_dagster.core.tools.legacy import LegacyImportError, import_legacy

@@ -573,7 +573,8 @@ def test_low_texture_classes_are_classes_with_repeats_and_dedupe_keeps_them(tmp_
     import shutil
 
     from samantics_dagster.core.dataset.store import ImageStore
-    from samantics_dagster.core.dedupe.engine import DedupeSettings, dedupe_partition
+    from samantics_dagster.core.dedupe.engine import dedupe_partition
+    from samantics_dagster.core.dedupe.settings import DedupeSettings
     from samantics_dagster.core.workdir.catalog import frames_to_table, list_categories, scan_category
     from samantics_dagster.demo.lowtex import LOW_TEXTURE_CLASSES
     from samantics_dagster.demo.sample import score_by_class

@@ -18,21 +18,17 @@ frame (read + hash, the batched hash search, the per-frame decision) is in ``pha
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from samantics_dagster.core.dataset.schema import DEDUPED_IMAGES, IMPORTED_PREFIX, DedupeReason
 from samantics_dagster.core.dataset.store import ImageStore
-from samantics_dagster.core.dedupe.matcher import SignalSettings
-from samantics_dagster.core.dedupe.orb import OrbSettings
 from samantics_dagster.core.dedupe.phases import (
     ACCEPTED,
     READ_FAILURES,
@@ -45,32 +41,10 @@ from samantics_dagster.core.dedupe.phases import (
     read_if_unchanged,
     search_hashes,
 )
-from samantics_dagster.core.dedupe.phases import content_digest as content_digest  # re-exported: legacy import uses it
+from samantics_dagster.core.dedupe.settings import DedupeSettings
 
 DEDUPE_COLUMNS = DEDUPED_IMAGES.names
 IMPORTED_SETTINGS = IMPORTED_PREFIX  # prefix of the ``settings`` of rows written by the legacy import
-
-
-@dataclass(frozen=True)
-class DedupeSettings:
-    """``dhash_threshold``: at or below it a frame duplicates an accepted one, no questions asked.
-    Between it and ``dhash_verify_threshold`` a hash match is only a candidate, confirmed by the ORB +
-    geometry test against the matched frame: low-texture views (a sky gradient, a lit wall) hash
-    to nearly all-zero codes that collide across different photos, and one threshold can't both keep
-    them apart and catch a jittered repeat from another video (measured: README, benchmarks).
-    ``signals``: when a hash match may be final at all (its structure), and the colour and shift tests
-    that decide for frames whose hash and corners carry too little (``matcher.py``)."""
-
-    dhash_threshold: int = 4
-    dhash_verify_threshold: int = 10
-    use_orb: bool = True
-    orb_window: int = 5
-    orb: OrbSettings = field(default_factory=OrbSettings)
-    signals: SignalSettings = field(default_factory=SignalSettings)
-
-    def fingerprint(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
-        return hashlib.sha1(blob).hexdigest()[:12]
 
 
 @dataclass

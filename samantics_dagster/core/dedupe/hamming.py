@@ -28,7 +28,7 @@ import numpy as np
 from samantics_dagster.core.dedupe.hashcodes import CHUNK as _CHUNK
 from samantics_dagster.core.dedupe.hashcodes import U64 as _U64
 from samantics_dagster.core.dedupe.hashcodes import as_codes as _as_codes
-from samantics_dagster.core.dedupe.hashcodes import codes_to_hex, hamming, hex_to_codes, planted_codes
+from samantics_dagster.core.dedupe.hashcodes import codes_to_hex, hamming, hex_to_codes
 from samantics_dagster.core.dedupe.hashcodes import n_threads as _n_threads
 
 if TYPE_CHECKING:  # imported lazily at run time (slow import, only big searches need it)
@@ -36,12 +36,10 @@ if TYPE_CHECKING:  # imported lazily at run time (slow import, only big searches
 
 __all__ = [
     "HammingIndex",
-    "brute_force_pairs",
     "codes_to_hex",
     "hamming",
     "hex_to_codes",
     "pairs_within",
-    "planted_codes",
 ]
 
 _LONG_RUN = 512  # runs longer than this (near-identical clusters) are verified densely, not offset by offset
@@ -79,16 +77,6 @@ def _brute_rows(codes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]
     if not parts:
         return np.empty(0, np.intp), np.empty(0, np.intp)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def brute_force_pairs(codes: np.ndarray, radius: int) -> np.ndarray:
-    """Baseline: all pairs i < j with hamming <= radius by a chunked numpy popcount scan.
-
-    Returns int64 (P, 2), rows sorted lexicographically. O(N²): the reference, not for 1 M.
-    """
-    codes = _as_codes(codes)
-    i, j = _brute_rows(codes, radius)
-    return _sorted_pairs(i, j, codes.size)
 
 
 def _block_bounds(m: int) -> list[tuple[int, int]]:
@@ -231,7 +219,7 @@ def _choose_blocks(n: int, radius: int) -> int | None:
 
 
 def pairs_within(codes: np.ndarray, radius: int, *, blocks: int | None = None) -> np.ndarray:
-    """All pairs i < j with hamming <= radius; exactly ``brute_force_pairs``'s output, much faster.
+    """All pairs i < j with hamming <= radius; exactly a brute-force scan's output, much faster.
 
     Exact duplicates are collapsed first (static video makes many; each group then costs only its
     output), the pigeonhole tables run on the distinct codes in parallel threads (numpy releases the

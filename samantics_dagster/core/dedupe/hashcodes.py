@@ -1,4 +1,4 @@
-"""64-bit perceptual hash codes as numpy arrays: validation, hex round trip, distance, test data.
+"""64-bit perceptual hash codes as numpy arrays: validation, hex round trip, distance.
 
 The shared ground of the Hamming search (``hamming.py``: pairs within a radius, the radius index),
 split from it; its names are re-exported there. numpy only, no Dagster.
@@ -53,26 +53,3 @@ def codes_to_hex(codes: np.ndarray) -> list[str]:
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Elementwise Hamming distance (popcount of xor), broadcasting like any ufunc."""
     return np.bitwise_count(np.bitwise_xor(np.asarray(a, dtype=U64), np.asarray(b, dtype=U64)))
-
-
-def planted_codes(
-    n: int, seed: int, cluster_size: int = 20, flips_mean: float = 3.0, clustered_fraction: float = 0.5
-) -> np.ndarray:
-    """Benchmark/test data shaped like video dhashes: near-duplicate clusters among random codes.
-
-    ``clustered_fraction`` of the codes come in clusters of ``cluster_size``, each member a random
-    centre with Poisson(``flips_mean``) random bits set to flip (drawn with replacement, so a repeat
-    flips one bit); the rest are uniform. The order is shuffled so clusters are not contiguous.
-    """
-    rng = np.random.default_rng(seed)
-    n_clustered = int(round(n * clustered_fraction))
-    n_clusters = -(-n_clustered // cluster_size) if n_clustered else 0
-    centres = rng.integers(0, np.iinfo(U64).max, size=n_clusters, dtype=U64, endpoint=True)
-    members = centres[np.arange(n_clustered) // cluster_size]
-    flips = rng.poisson(flips_mean, size=n_clustered)
-    mask = np.zeros(n_clustered, dtype=U64)
-    for k in range(int(flips.max(initial=0))):
-        bit = U64(1) << rng.integers(0, 64, size=n_clustered, dtype=U64)
-        mask |= np.where(flips > k, bit, U64(0))
-    uniform = rng.integers(0, np.iinfo(U64).max, size=n - n_clustered, dtype=U64, endpoint=True)
-    return rng.permutation(np.concatenate([members ^ mask, uniform]))

@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
-import imagehash
 import numpy as np
 from PIL import Image
 
-if TYPE_CHECKING:
-    from samantics_dagster.core.dedupe.signals import Signature
+from samantics_dagster.core.dedupe.signals import PHASE_SIZE, Signature, signature
 
 JPEG_SOI = b"\xff\xd8"
 JPEG_EOI = b"\xff\xd9"
@@ -45,13 +41,6 @@ _REDUCED_COLOUR = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
 
 class FrameDecodeError(ValueError):
     """A frame that can't be used; the message is meant for the per-frame table."""
-
-
-@dataclass(frozen=True)
-class FrameHash:
-    dhash: int
-    width: int  # after EXIF orientation, i.e. as a viewer and the labeller see the frame
-    height: int
 
 
 def sniff_jpeg(data: bytes) -> None:
@@ -95,11 +84,9 @@ def _reduction(size: tuple[int, int], min_side: int) -> int:
 def frame_signature(data: bytes) -> Signature:
     """The dhash that names the store (imagehash's algorithm on the frame in grey) and the signals dedupe
     weighs it with (``signals.py``), from one 1/8-scale colour decode (1/4 for a short side under 256 px):
-    colour is what tells a sky from a gradient when the grey layout agrees. Its bits equal ``frame_dhash``'s
-    (libjpeg's grey decode) on 300 of 300 720p frames and 723 of 724 demo frames; committed frames pin both
+    colour is what tells a sky from a gradient when the grey layout agrees. Its bits equal those of imagehash's dhash over
+    libjpeg's grey decode on 300 of 300 720p frames and 723 of 724 demo frames; committed frames pin both
     (tests/core/test_hash_stability.py)."""
-    from samantics_dagster.core.dedupe.signals import PHASE_SIZE, signature
-
     w, h = read_size(data)
     colour = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_COLOUR[_reduction((w, h), PHASE_SIZE // 2)])
     if colour is None:
@@ -116,21 +103,6 @@ def decode_grey(data: bytes, size: tuple[int, int], min_side: int) -> np.ndarray
     if grey is None:
         raise FrameDecodeError(f"JPEG data is corrupt (the decoder gave up); {REENCODE_FIX}")
     return grey
-
-
-def frame_dhash(data: bytes, hash_size: int = 8) -> FrameHash:
-    """imagehash's dhash over a 1/8-scale decode (the hash itself only needs 9x8 pixels)."""
-    w, h = read_size(data)
-    grey = decode_grey(data, (w, h), min_side=hash_size + 1)
-    code = int(str(imagehash.dhash(Image.fromarray(grey), hash_size=hash_size)), 16)
-    return FrameHash(dhash=code, width=w, height=h)
-
-
-def dhash_full_decode(data: bytes, hash_size: int = 8) -> int:
-    """The baseline: imagehash.dhash on a full decode (what the old scripts did). Used by the benchmark."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        return int(str(imagehash.dhash(img, hash_size=hash_size)), 16)
 
 
 def grey_for_matching(data: bytes, max_side: int) -> np.ndarray:

@@ -26,6 +26,7 @@ import cv2
 from samantics_dagster.core.dataset.schema import DedupeReason
 from samantics_dagster.core.dedupe.imaging import FrameDecodeError, frame_signature, grey_for_matching
 from samantics_dagster.core.dedupe.orb import OrbFeatures, OrbSettings, OrbVerdict, compare, orb_features
+from samantics_dagster.core.dedupe.settings import SignalSettings
 from samantics_dagster.core.dedupe.signals import Signature, colour_distance, phase_shift
 
 _MAX_VERIFY = 3  # hash candidates confirmed per frame, nearest first
@@ -39,18 +40,6 @@ class Candidate:
     label: str
     path: Path
     sig: Signature | None = None
-
-
-@dataclass(frozen=True)
-class SignalSettings:
-    """Knobs of the second signals (``DedupeSettings.signals``); see README for what each trades."""
-
-    min_structure: int = 32      # bits of 64 decided by a clear margin for a hash match to be final
-    colour_max: float = 11.0     # mean |RGB difference| of 16x9 thumbnails (grey levels) still "same scene"
-    structured_colour_max: float = 22.0  # the same, where the hash or ORB also vouch for the grey layout
-    min_response: float = 0.15   # phase-correlation peak below which no shift explains the pair: different
-    min_texture: float = 0.7     # grey std left after taking a plane away, below which there is nothing to
-                                 # lock on to (pure gradients measure 0.3-0.5, lit walls 0.8-1.1, skies >= 1)
 
 
 class Matcher:

@@ -15,7 +15,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,10 +24,8 @@ from samantics_dagster.core.dataset.store import ImageStore
 from samantics_dagster.core.dedupe.hamming import HammingIndex, pairs_within
 from samantics_dagster.core.dedupe.imaging import FrameDecodeError, frame_signature
 from samantics_dagster.core.dedupe.matcher import Candidate, Matcher
+from samantics_dagster.core.dedupe.settings import DedupeSettings
 from samantics_dagster.core.dedupe.signals import Signature
-
-if TYPE_CHECKING:  # engine imports this module; the settings are only needed as a type here
-    from samantics_dagster.core.dedupe.engine import DedupeSettings
 
 ACCEPTED, REJECTED = DedupeStatus.ACCEPTED, DedupeStatus.REJECTED
 ProgressFn = Callable[[int, int], None]

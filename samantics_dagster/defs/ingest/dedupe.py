@@ -8,9 +8,9 @@ from dagster import AssetExecutionContext, Config, Output, asset
 from pydantic import Field
 
 from samantics_dagster.core.dataset.schema import BAD_INPUT_REASONS, DedupeStatus, TableName
-from samantics_dagster.core.dedupe.engine import DedupeSettings, dedupe_partition
-from samantics_dagster.core.dedupe.matcher import SignalSettings
+from samantics_dagster.core.dedupe.engine import dedupe_partition
 from samantics_dagster.core.dedupe.orb import OrbSettings
+from samantics_dagster.core.dedupe.settings import DedupeSettings, SignalSettings
 from samantics_dagster.core.progress import ProgressLog
 from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.defs.partitions import category_partitions

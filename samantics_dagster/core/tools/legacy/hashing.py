@@ -9,9 +9,9 @@ from pathlib import Path
 
 from samantics_dagster.core.dataset.schema import LabelStatus, TableName
 from samantics_dagster.core.dataset.tables import read_all
-from samantics_dagster.core.dedupe import engine as dedupe
 from samantics_dagster.core.dedupe.engine import ACCEPTED, REJECTED
 from samantics_dagster.core.dedupe.imaging import FrameDecodeError, frame_signature
+from samantics_dagster.core.dedupe.phases import content_digest
 from samantics_dagster.core.tools.legacy.model import Frame, Hashed, ImportReport, Placed, ProgressFn
 
 
@@ -28,7 +28,7 @@ def _hash(frame: Frame, image: Path) -> None:
         frame.error = f"{image}: {exc}"
         return
     frame.hashed = Hashed(path=image, dhash=f"{h.dhash:016x}", width=h.width, height=h.height, size=len(data),
-                          digest=dedupe.content_digest(data))
+                          digest=content_digest(data))
 
 
 def hash_accepted(placed: list[Placed], root: Path, progress: ProgressFn | None) -> None:
