@@ -10,10 +10,12 @@ batch retried image by image) can be read on their own.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -130,11 +132,16 @@ class BatchStages:
 
     def _collect(self, good: Good, unreadable: list[dict], future: Future[_Posted]) -> None:
         t0 = time.perf_counter()
-        try:
-            rows, secs = future.result()
-        except Exception:  # noqa: BLE001 - the CPU half failed (e.g. a CUDA error surfacing late): image by image
+        posted: _Posted | None = None
+        # The CPU half failed (e.g. a CUDA error surfacing late): image by image, below, once the exception
+        # (and the batch's tensors its traceback holds) is let go.
+        with suppress(Exception):
+            posted = future.result()
+        if posted is None:
+            del future  # it keeps the exception, and through its traceback the batch's tensors
             _free_gpu_memory()
-            rows, secs = self._post(lambda: _one_by_one(self.segment, good, self.labeler), unreadable)
+            posted = self._post(lambda: _one_by_one(self.segment, good, self.labeler), unreadable)
+        rows, secs = posted
         # Inline, the whole post-processing held up the device; pipelined, only the wait for it did.
         self.times.post_wait += secs if self.post_workers == 0 else time.perf_counter() - t0
         self.times.post += secs
@@ -148,13 +155,16 @@ def _start(segment: Segmenter, good: Good, labeler: str) -> RowsFn:
     """Run the device half of a batch now; return the CPU half, which makes the rows.
 
     A batch whose device half fails (e.g. CUDA OOM on a huge frame) is retried one image at a time,
-    here, before the next batch goes to the device.
+    here, before the next batch goes to the device. The retry runs outside the ``except`` block: inside
+    it the exception's traceback still holds the failed batch's tensors, so the memory the images need
+    would still be taken.
     """
     if not good:
         return lambda: []
-    try:
+    out: Finish | list[list[Instance]] | None = None
+    with suppress(Exception):  # retried alone below; a lone image's error is recorded there
         out = segment([im for _, im in good])
-    except Exception:  # noqa: BLE001 - retried alone below; a lone image's error is recorded there
+    if out is None:
         _free_gpu_memory()
         rows = _one_by_one(segment, good, labeler)
         return lambda: rows
@@ -187,17 +197,23 @@ def _one_by_one(segment: Segmenter, good: Good, labeler: str) -> list[dict]:
     rows = []
     for r, im in good:
         try:
-            out = segment([im])
-            rows.append(label_row(r["dhash"], r["rel_path"], labeler, instances=(out() if callable(out) else out)[0],
-                                  size=im.size))
+            rows.append(label_row(r["dhash"], r["rel_path"], labeler, instances=_alone(segment, im), size=im.size))
         except Exception as exc:  # noqa: BLE001 - recorded, the partition goes on
             rows.append(label_row(r["dhash"], r["rel_path"], labeler, error=f"{type(exc).__name__}: {exc}"[:500]))
         _free_gpu_memory()
     return rows
 
 
+def _alone(segment: Segmenter, image: Image.Image) -> list[Instance]:
+    """One image's instances, both halves; its tensors go with this frame."""
+    out = segment([image])
+    return (out() if callable(out) else out)[0]
+
+
 def _free_gpu_memory() -> None:
-    """Give a failed batch's cached device memory back before the retry (CUDA only)."""
+    """Give a failed batch's device memory back before the retry: the objects it left (a reference cycle
+    through a traceback keeps tensors until the collector runs), then the cache (CUDA only)."""
+    gc.collect()
     try:
         import torch
 
