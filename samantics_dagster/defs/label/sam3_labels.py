@@ -30,6 +30,7 @@ from samantics_dagster.core.progress import ProgressLog
 from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
+from samantics_dagster.defs.resources.gpu_lease import held_lease
 from samantics_dagster.defs.resources.sam3 import Sam3Resource
 
 
@@ -158,6 +159,7 @@ def sam3_labels(
             "stage_seconds": MetadataValue.json({k: round(v, 2) for k, v in result.stage_seconds.items()}),
             "slowest_stage": result.slowest_stage,
             "device": gpu,
+            **({"device_lease": f"{lease.device} ({lease.slot.key})"} if (lease := held_lease()) else {}),
             "model_fingerprint": loaded.fingerprint,
             "queries_fingerprint": queries.fingerprint(),
             "labeler": labeler,

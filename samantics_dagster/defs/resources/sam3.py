@@ -1,13 +1,17 @@
 """SAM3 on the GPU: transformers' Sam3Model + Sam3Processor, loaded once per process."""
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dagster import ConfigurableResource
-from pydantic import Field
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
 
 if TYPE_CHECKING:  # torch is imported when a model loads, not by every process that loads the code location
+    from dagster import DagsterInstance
+
+    from samantics_dagster.core.label.devices import DeviceSlot
     from samantics_dagster.core.label.model import LoadedSam3
 
 _LOADED: dict[tuple, "LoadedSam3"] = {}
@@ -25,6 +29,30 @@ class Sam3Resource(ConfigurableResource):
     device: str = Field("auto", description="auto = cuda if present, else cpu.")
     dtype: str = Field("auto", description="auto = bfloat16 on cuda, float32 on cpu.")
     compile: bool = Field(False, description="torch.compile the sub-networks (static shapes; long runs only).")
+    _instance: "DagsterInstance | None" = PrivateAttr(default=None)
+    _owner: str = PrivateAttr(default="")
+    _log: "Callable[[str], None]" = PrivateAttr(default=print)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Remember the instance (the ``gpu`` pool is sized through it) and the run (named in the device lease)."""
+        self._instance = context.instance
+        self._owner = f"run {context.run.run_id}" if context.run is not None else "a Dagster process"
+        if context.log is not None:
+            self._log = context.log.info
+
+    def visible_devices(self) -> "list[DeviceSlot]":
+        """The GPUs a run may lease (``core.label.devices``); the lease tests put CPU stand-ins here."""
+        from samantics_dagster.core.label.devices import visible_cuda_devices
+
+        return visible_cuda_devices()
+
+    def run_device(self) -> str:
+        """``device`` with a GPU picked: a free one leased by this process for its life (``gpu_lease``), so
+        concurrent runs of one host never share a GPU."""
+        from samantics_dagster.defs.resources.gpu_lease import leased_device
+
+        return leased_device(self.device, self.visible_devices, owner=self._owner or "a process",
+                             instance=self._instance, log=self._log)
 
     def model_dir(self) -> Path:
         from samantics_dagster.core.label.model import resolve_model_dir
@@ -39,11 +67,12 @@ class Sam3Resource(ConfigurableResource):
         from samantics_dagster.core.label.model import load_sam3
 
         model_dir = self.model_dir()
-        key = (str(model_dir), self.device, self.dtype, self.compile)
+        device = self.run_device()
+        key = (str(model_dir), device, self.dtype, self.compile)
         with _LOCK:
             if key not in _LOADED:
                 from transformers.utils import logging as hf_logging
 
                 hf_logging.disable_progress_bar()  # a tqdm bar per load clutters Dagster's captured stderr
-                _LOADED[key] = load_sam3(model_dir, device=self.device, dtype=self.dtype, compile=self.compile)
+                _LOADED[key] = load_sam3(model_dir, device=device, dtype=self.dtype, compile=self.compile)
             return _LOADED[key]
