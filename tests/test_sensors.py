@@ -21,6 +21,7 @@ from samantics_dagster.defs.automation.schedules import nightly_label_retry
 from samantics_dagster.defs.automation.workdir_sensor import build_workdir_sensor, grabby_workdir_sensor
 from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.settings import Settings
+from samantics_dagster.demo.spec import write_demo_spec
 
 OLD = time.time() - 3600
 
@@ -45,7 +46,9 @@ def workdir(tmp_path, sample):
     return root
 
 
-def _tick(instance, workdir, dataset_dir, cursor=None, sensor=grabby_workdir_sensor):
+def _tick(instance, workdir, dataset_dir, cursor=None, sensor=grabby_workdir_sensor, taxonomy=True):
+    if taxonomy:  # the sensor requests runs only for a dataset whose coco-spec.json a run would accept
+        write_demo_spec(dataset_dir)
     resources = {"dataset": DatasetResource(dataset_dir=str(dataset_dir), grabby_workdir=str(workdir))}
     with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
         result = sensor(context)
@@ -104,6 +107,25 @@ def test_new_and_odd_folders(instance, workdir, tmp_path):
     (request,) = result.dynamic_partitions_requests
     assert list(request.partition_keys) == ["bikes"]
     assert [r.partition_key for r in result.run_requests] == ["bikes"]
+
+
+def test_no_run_is_requested_while_the_taxonomy_is_missing_or_broken(instance, workdir, tmp_path):
+    dataset = tmp_path / "dataset"
+    missing = _tick(instance, workdir, dataset, taxonomy=False)
+    assert not missing.run_requests
+    assert "coco-spec.json" in missing.skip_reason.skip_message and "samantics init" in missing.skip_reason.skip_message
+    (request,) = missing.dynamic_partitions_requests  # the categories still show up as partitions
+    assert sorted(request.partition_keys) == ["gym", "kitchen", "street"]
+    assert missing.cursor is None  # nothing consumed: the changes wait for the fix
+    _apply(instance, missing)
+    write_demo_spec(dataset)
+    (dataset / "sam-queries.yaml").write_text("vehicles:\n  car: car\n")  # a supercategory the spec lacks
+    broken = _tick(instance, workdir, dataset, missing.cursor, taxonomy=False)
+    assert not broken.run_requests and not broken.dynamic_partitions_requests
+    assert "sam-queries.yaml" in broken.skip_reason.skip_message and "'vehicle'" in broken.skip_reason.skip_message
+    (dataset / "sam-queries.yaml").write_text("vehicle:\n  car: car\n")
+    fixed = _tick(instance, workdir, dataset, broken.cursor, taxonomy=False)
+    assert sorted(r.partition_key for r in fixed.run_requests) == ["gym", "kitchen", "street"]
 
 
 def test_a_missing_workdir_is_an_error_tick(instance, tmp_path):

@@ -381,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     from samantics_dagster.cli.runs import add_parser as add_runs_parser
 
     add_runs_parser(sub)
+
+    from samantics_dagster.cli.init import add_parser as add_init_parser
+
+    add_init_parser(sub)
     return parser
 
 

@@ -72,7 +72,8 @@ def load_spec(path: Path) -> Spec:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise spec_error(path, "file", "not found", "create it with a COCO 'categories' list") from None
+        raise spec_error(path, "file", "not found",
+                         f"run `samantics init {path.parent}` for a starter, then edit its 'categories'") from None
     except json.JSONDecodeError as e:
         raise spec_error(path, f"line {e.lineno} column {e.colno}", f"invalid JSON ({e.msg})", "fix the JSON syntax") from None
     except UnicodeDecodeError:

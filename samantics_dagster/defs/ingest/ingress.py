@@ -6,6 +6,7 @@ from dagster import AssetExecutionContext, Output, asset
 
 from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.workdir.catalog import frames_to_table, scan_category
+from samantics_dagster.defs.ingest.preflight import check_taxonomy_first
 from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
@@ -27,6 +28,7 @@ def largest_videos(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
 )
 def ingress_frames(context: AssetExecutionContext, dataset: DatasetResource) -> Output[pd.DataFrame]:
     category = context.partition_key
+    check_taxonomy_first(context, dataset)
     if not dataset.workdir_path.is_dir():
         raise FileNotFoundError(
             f"GRABBY_WORKDIR {dataset.workdir_path} is not a folder: set GRABBY_WORKDIR to grabby's output "

@@ -15,7 +15,6 @@ from dagster import (
 from pydantic import Field
 
 from samantics_dagster.core.dataset.schema import DedupeStatus, LabelStatus, TableName
-from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.label.pipeline import (
     PASSENGER,
     LabelResult,
@@ -25,7 +24,8 @@ from samantics_dagster.core.label.pipeline import (
     make_segmenter,
 )
 from samantics_dagster.core.label.preview import previews_markdown, render_preview
-from samantics_dagster.core.label.queries import load_queries, truncate_queries
+from samantics_dagster.core.label.queries import truncate_queries
+from samantics_dagster.core.label.taxonomy import load_taxonomy
 from samantics_dagster.core.progress import ProgressLog
 from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.defs.partitions import category_partitions
@@ -114,10 +114,8 @@ def sam3_labels(
     category = context.partition_key
     settings = config.settings()
     # Spec and queries are checked before any model work: a typo fails in a second, not after loading 3 GB.
-    spec = load_spec(dataset.layout.spec)
-    names = {c.name for c in spec.categories}
-    derived = [r.becomes for r in settings.relation_rules if {r.subject, r.container, r.becomes} <= names]
-    queries = load_queries(spec, dataset.layout.queries, derived=derived)
+    taxonomy = load_taxonomy(dataset.layout, settings.relation_rules)
+    spec, queries = taxonomy.spec, taxonomy.queries
     loaded = sam3.load()
     tokenizer = loaded.processor.tokenizer
     queries, warnings = truncate_queries(queries, lambda text: len(tokenizer(text).input_ids) - 2)
