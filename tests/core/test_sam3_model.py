@@ -258,7 +258,7 @@ def test_missing_model_cache_says_where_and_how(tmp_path):
     with pytest.raises(ModelNotFoundError) as e:
         resolve_model_dir(cache)
     msg = str(e.value)
-    assert str(cache) in msg and "MODEL_CACHE" in msg and "huggingface-cli download facebook/sam3" in msg
+    assert str(cache) in msg and "MODEL_CACHE" in msg and "hf download facebook/sam3" in msg
     assert str(cache / "facebook" / "sam3") in msg and "models--facebook--sam3" in msg
     assert isinstance(e.value, FileNotFoundError)
 

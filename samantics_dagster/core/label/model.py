@@ -53,7 +53,7 @@ class ModelNotFoundError(FileNotFoundError):
 
 def _how_to_fill(repo_id: str) -> str:
     return (f"Fill MODEL_CACHE on a machine with Hub access (the weights are gated: accept the licence and "
-            f"set HF_TOKEN), e.g. `huggingface-cli download {repo_id} --cache-dir $MODEL_CACHE`, or copy a "
+            f"set HF_TOKEN), e.g. `hf download {repo_id} --cache-dir $MODEL_CACHE`, or copy a "
             f"snapshot folder (config.json, *.safetensors, processor and tokenizer files) to "
             f"$MODEL_CACHE/{repo_id}/. Loading is offline only.")
 
