@@ -18,15 +18,17 @@ import torch
 
 from samantics_dagster.core.label.model import (
     Detection,
+    IncompleteWeightsError,
     LoadedSam3,
     ModelNotFoundError,
     encode_prompts,
     load_sam3,
+    load_sam3_tracker,
     model_fingerprint,
     resolve_model_dir,
     segment_batch,
 )
-from samantics_dagster.demo.tiny_sam3 import save_tiny_sam3
+from samantics_dagster.demo.tiny_sam3 import build_tiny_sam3, save_tiny_sam3
 from tests.images import photo
 
 torch.set_num_threads(1)
@@ -315,7 +317,7 @@ def test_load_is_offline_and_fingerprint_is_stable(model_dir, tmp_path, monkeypa
     changed = tmp_path / "changed"
     shutil.copytree(model_dir, changed)
     cfg = json.loads((changed / "config.json").read_text())
-    cfg["detr_decoder_config"]["num_queries"] = 17
+    cfg["detector_config"]["detr_decoder_config"]["num_queries"] = 17
     (changed / "config.json").write_text(json.dumps(cfg))
     assert model_fingerprint(changed) != a.fingerprint
 
@@ -323,3 +325,78 @@ def test_load_is_offline_and_fingerprint_is_stable(model_dir, tmp_path, monkeypa
 def test_bad_dtype_is_rejected(model_dir):
     with pytest.raises(ValueError, match="dtype must be"):
         load_sam3(model_dir, dtype="int8")
+
+
+# --- the checkpoint's shape: one sam3_video folder, detector and tracker ---------------------------
+
+def test_fixture_has_the_real_checkpoints_shape(model_dir):
+    """config.json is a sam3_video config and the weights carry the real checkpoint's three prefixes, once."""
+    from safetensors import safe_open
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    assert cfg["model_type"] == "sam3_video" and cfg["architectures"] == ["Sam3VideoModel"]
+    assert cfg["detector_config"]["model_type"] == "sam3"
+    assert cfg["tracker_config"]["model_type"] == "sam3_tracker_video"
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert {k.split(".")[0] for k in keys} == {"detector_model", "tracker_model", "tracker_neck"}
+    assert not [k for k in keys if k.startswith("tracker_model.tracker_model.")]
+    assert "tracker_model.prompt_encoder.point_embed.weight" in keys  # a name the conversion script writes
+
+
+@pytest.mark.parametrize("cls_name", ["Sam3Model", "Sam3TrackerModel"])
+def test_detector_and_tracker_load_from_the_one_folder_with_no_missing_or_unexpected_keys(model_dir, cls_name):
+    import transformers
+    from safetensors.torch import load_file
+
+    cls = getattr(transformers, cls_name)
+    model, info = cls.from_pretrained(model_dir, local_files_only=True, output_loading_info=True)
+    assert {k: len(v) for k, v in info.items()} == {
+        "missing_keys": 0, "unexpected_keys": 0, "mismatched_keys": 0, "error_msgs": 0}, info
+    # The values are the file's, not fresh random ones: the tracker's ViT is the detector's, its neck tracker_neck.
+    saved = load_file(str(model_dir / "model.safetensors"))
+    mine = model.state_dict()
+    if cls_name == "Sam3Model":
+        pairs = [("detr_decoder.presence_head.layer3.bias", "detector_model.detr_decoder.presence_head.layer3.bias")]
+    else:
+        pairs = [("vision_encoder.backbone.layers.0.attention.q_proj.weight",
+                  "detector_model.vision_encoder.backbone.layers.0.attention.q_proj.weight"),
+                 ("vision_encoder.neck.fpn_layers.0.proj1.weight", "tracker_neck.fpn_layers.0.proj1.weight"),
+                 ("mask_decoder.iou_token.weight", "tracker_model.mask_decoder.iou_token.weight")]
+        assert not torch.equal(saved["tracker_neck.fpn_layers.0.proj1.weight"],
+                               saved["detector_model.vision_encoder.neck.fpn_layers.0.proj1.weight"])
+    for ours, theirs in pairs:
+        assert torch.equal(mine[ours], saved[theirs]), ours
+
+
+def test_both_processors_load_from_the_folder(model_dir):
+    from transformers import Sam3Processor, Sam3TrackerProcessor
+
+    for cls in (Sam3Processor, Sam3TrackerProcessor):
+        proc = cls.from_pretrained(model_dir, local_files_only=True)
+        assert (proc.image_processor.size.height, proc.image_processor.size.width) == (112, 112)
+
+
+def test_tracker_loader_segments_a_click(model_dir, images):
+    """``load_sam3_tracker``: one positive point on an image gives one mask in that image's own pixels."""
+    t = load_sam3_tracker(model_dir)
+    assert t.fingerprint == model_fingerprint(model_dir) and not t.model.training
+    im = images[0]
+    inp = t.processor(images=im, input_points=[[[[30, 20]]]], input_labels=[[[1]]], return_tensors="pt")
+    with torch.inference_mode():
+        out = t.model(**inp, multimask_output=False)
+    masks = t.processor.post_process_masks(out.pred_masks, inp["original_sizes"])
+    assert masks[0].shape == (1, 1, im.height, im.width)
+
+
+def test_a_folder_without_tracker_weights_is_refused_not_filled_with_noise(tmp_path):
+    """A detector-only export (a plain ``Sam3Config`` folder) still labels, but the tracker would be
+    random: the loader says so instead of returning it."""
+    model, processor = build_tiny_sam3(seed=0)
+    folder = tmp_path / "detector-only"
+    model.detector_model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    assert load_sam3(folder).model is not None
+    with pytest.raises(IncompleteWeightsError, match=r"Sam3TrackerModel from .* weights missing") as e:
+        load_sam3_tracker(folder)
+    assert "sam3_video" in str(e.value) and "MODEL_CACHE" in str(e.value)

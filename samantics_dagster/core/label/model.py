@@ -192,7 +192,8 @@ def load_sam3(model_dir: Path, device: str = "auto", dtype: str = "auto", attn: 
 
     ``Sam3Model`` is named explicitly rather than ``AutoModel``: the ``facebook/sam3`` checkpoint's
     config is a ``sam3_video`` config, which ``AutoModel`` would turn into the video model;
-    ``Sam3Model`` takes its ``detector_config`` and ignores the tracker weights.
+    ``Sam3Model`` takes its ``detector_config`` and ignores the tracker weights. A load that leaves
+    weights missing raises :class:`IncompleteWeightsError`.
     ``attn="sdpa"`` measured fastest (eager is 2.5x slower on the heads; flex failed on CPU).
     ``compile=True`` compiles the four sub-networks; use it with ``pad_chunks=True`` and a fixed
     image batch so shapes stay static (SAM3 can't compile with dynamic shapes). Avoid it with bf16
@@ -203,7 +204,7 @@ def load_sam3(model_dir: Path, device: str = "auto", dtype: str = "auto", attn: 
     model_dir = Path(model_dir)
     dev = _resolve_device(device)
     dt = _resolve_dtype(dtype, dev)
-    model = Sam3Model.from_pretrained(model_dir, dtype=dt, attn_implementation=attn, local_files_only=True)
+    model = _from_pretrained(Sam3Model, model_dir, dt, attn)
     model = model.to(dev).eval()  # type: ignore[arg-type]  # transformers types .to() by its own PreTrainedModel
     processor = Sam3Processor.from_pretrained(model_dir, local_files_only=True)
     if compile:
@@ -211,6 +212,64 @@ def load_sam3(model_dir: Path, device: str = "auto", dtype: str = "auto", attn: 
             sub.compile()
     return LoadedSam3(model=model, processor=processor, device=dev, dtype=dt,
                       fingerprint=model_fingerprint(model_dir), compiled=compile)
+
+
+class IncompleteWeightsError(ModelNotFoundError):
+    """The snapshot's weights do not cover the model: transformers would fill the gaps with random
+    values and go on, so a labelling run would produce noise without a word. Raised instead."""
+
+
+def _from_pretrained(cls: Any, model_dir: Path, dt: torch.dtype, attn: str) -> Any:
+    """``cls.from_pretrained`` offline, refusing a load that leaves weights missing.
+
+    Weight names are transformers' own business: a ``sam3_video`` snapshot (``facebook/sam3``) holds
+    ``detector_model.*``, ``tracker_model.*`` and ``tracker_neck.*``, and transformers maps them onto
+    ``Sam3Model`` and ``Sam3TrackerModel`` itself (no ``key_mapping`` needed as of 5.23.0). Keys the
+    class does not use are fine (the detector ignores the tracker's and the other way round); missing
+    ones mean the folder is not the checkpoint it claims to be.
+    """
+    model, info = cls.from_pretrained(model_dir, dtype=dt, attn_implementation=attn, local_files_only=True,
+                                      output_loading_info=True)
+    missing = sorted(info.get("missing_keys", ()))
+    if missing:
+        raise IncompleteWeightsError(
+            f"{cls.__name__} from {model_dir}: {len(missing)} weights missing from the checkpoint (e.g. "
+            f"{', '.join(missing[:3])}); they would be random. The folder must be a complete facebook/sam3 "
+            f"snapshot (a sam3_video checkpoint: detector, tracker and tracker neck). {_how_to_fill(DEFAULT_REPO_ID)}")
+    return model
+
+
+@dataclass
+class LoadedTracker:
+    """SAM3's point/box model (``Sam3TrackerModel``, SAM2-style: one mask per click or box) and its
+    processor, for interactive review tools; loaded from the same snapshot folder as the detector."""
+
+    model: Any  # transformers Sam3TrackerModel, eval mode
+    processor: Any  # transformers Sam3TrackerProcessor
+    device: torch.device
+    dtype: torch.dtype
+    fingerprint: str
+
+
+def load_sam3_tracker(model_dir: Path, device: str = "auto", dtype: str = "auto",
+                      attn: str = "sdpa") -> LoadedTracker:
+    """Load ``Sam3TrackerModel`` + ``Sam3TrackerProcessor`` from a ``facebook/sam3`` snapshot folder, offline.
+
+    The tracker has no weights of its own for the ViT: transformers reads the detector's backbone
+    (``detector_model.vision_encoder.backbone.*``), the tracker's neck (``tracker_neck.*``) and the
+    tracker itself (``tracker_model.*``) from the one checkpoint, so both models load from one folder.
+    ``device``/``dtype`` as for :func:`load_sam3`.
+    """
+    from transformers import Sam3TrackerModel, Sam3TrackerProcessor
+
+    model_dir = Path(model_dir)
+    dev = _resolve_device(device)
+    dt = _resolve_dtype(dtype, dev)
+    model = _from_pretrained(Sam3TrackerModel, model_dir, dt, attn)
+    model = model.to(dev).eval()
+    processor = Sam3TrackerProcessor.from_pretrained(model_dir, local_files_only=True)
+    return LoadedTracker(model=model, processor=processor, device=dev, dtype=dt,
+                         fingerprint=model_fingerprint(model_dir))
 
 
 @torch.inference_mode()
