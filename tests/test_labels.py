@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, materialize
 
 from samantics_dagster.core.dataset.tables import table_path
 from samantics_dagster.definitions import defs
@@ -133,12 +133,55 @@ def test_a_run_where_most_images_fail_fails_its_blocking_check_and_nothing_downs
                 and e.event_specific_data.check_name == "labels_failure_share"]
     assert not check.passed
     assert check.metadata["failed"].value == 10 and check.metadata["failed_share"].value > 0.05
+    assert check.metadata["failed_this_run"].value == 10 and check.metadata["failed_earlier"].value == 0
     assert "retry_failed" in (check.description or "")
     assert not result.asset_materializations_for_node("curated_coco")  # the export never saw the broken run
     assert not (dataset_env / "coco" / CATEGORY).exists()
     # the finished work is kept: the failures are rows, and a retry after the fix labels only them
     table = pd.read_parquet(table_path(dataset_env, "sam3_labels", CATEGORY))
     assert (table.status == "failed").sum() == 10 and (table.status == "done").sum() == len(deduped) - 10
+
+
+def test_a_run_where_every_image_failed_stays_red_on_its_retry_and_curation_never_runs(dataset_env, instance, deduped):
+    """Dagster's retry (run_retries, from the failed step) runs the same selection again. The failed rows are
+    kept under the same labeler (an unreadable image would fail the same way), so the retry tries none: the
+    check judges the category's rows, not the attempt, and stays red; curated_coco never runs."""
+    good = {}
+    for dhash in deduped.dhash:  # every stored image of the category unreadable
+        path = dataset_env / "images" / f"{dhash}.jpg"
+        good[path] = path.read_bytes()
+        path.write_bytes(b"not a jpeg")
+    curate = [a for a in defs.assets if a.key.path[-1] == "curated_coco"]
+
+    def run(run_config=None):
+        result = materialize(LABELS + UPSTREAM + curate, selection=["sam3_labels", "curated_coco"], instance=instance,
+                             partition_key=CATEGORY, resources=defs.resources, run_config=run_config,
+                             raise_on_error=False)
+        (check,) = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                    and e.event_specific_data.check_name == "labels_failure_share"]
+        return result, check, {k: v.value for k, v in check.metadata.items()}
+
+    n = len(deduped)
+    first, check, meta = run()
+    assert not first.success and not check.passed
+    assert (meta["attempted"], meta["failed_this_run"], meta["failed"], meta["failed_earlier"]) == (n, n, n, 0)
+
+    retry, check, meta = run()  # what Dagster's retry runs
+    assert not retry.success and not check.passed, "the retry turned green although every image is failed"
+    assert (meta["attempted"], meta["failed_this_run"], meta["failed"], meta["failed_earlier"]) == (0, 0, n, n)
+    assert meta["failed_share"] == 1.0 and meta["accepted"] == n
+    assert f"{n} kept from earlier attempts" in check.description and "retry_failed" in check.description
+    for result in (first, retry):
+        assert not result.asset_materializations_for_node("curated_coco")
+        assert "curated_coco" not in {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert not (dataset_env / "coco" / CATEGORY).exists()
+    assert not instance.get_latest_materialization_event(AssetKey(["curated_coco"]))
+
+    for path, data in good.items():  # the cause fixed, a run with retry_failed labels them and curation follows
+        path.write_bytes(data)
+    fixed, check, meta = run({"ops": {"sam3_labels": {"config": {"retry_failed": True}}}})
+    assert fixed.success and check.passed and (meta["attempted"], meta["failed"]) == (n, 0)
+    assert fixed.asset_materializations_for_node("curated_coco")
 
 
 def test_missing_model_fails_up_front_saying_how_to_fill_model_cache(dataset_env, instance, deduped, tmp_path, monkeypatch):

@@ -5,7 +5,8 @@ Results are written in parts, one parquet file per finished batch (temp file + r
 flight (the one on the device and the one being post-processed), and the next run merges the parts
 and labels only what is missing. An image whose row is ``done`` under the same labeler fingerprint
 (model + queries + thresholds) is never labelled again, nor is a ``done`` row brought in from an
-older dataset (labeler ``imported:...``) unless asked; ``failed`` rows are retried only when asked.
+older dataset (labeler ``imported:...``) unless asked; ``failed`` rows are retried only when asked, except
+those that failed on a device error, which every run tries again (``core.label.failures``).
 
 Three stages overlap: a loader thread decodes batch b+1 while the main thread runs batch b on the
 device, and post-processing threads turn batch b-1's masks into RLE instances and write its part
@@ -105,13 +106,9 @@ class LabelResult:
     post_seconds: float = 0.0  # post-processing (RLE, overlap filter, rules, part writes), summed over batches
     post_wait_seconds: float = 0.0  # of which the device had to wait for: the part not hidden behind it
     attempted: int = 0  # images this run tried to label (done or failed now), not reused ones
-    failed_this_run: int = 0  # of which failed: what the failure-share check bounds
+    failed_this_run: int = 0  # of which failed (the check judges the whole table: core.label.failures)
     load_seconds: float = 0.0  # JPEG decoding on the loader thread, summed over batches
     device_seconds: float = 0.0  # the device half (model, upsampling, device RLE) on the main thread
-
-    @property
-    def failed_share(self) -> float:
-        return self.failed_this_run / self.attempted if self.attempted else 0.0
 
     @property
     def stage_seconds(self) -> dict[str, float]:

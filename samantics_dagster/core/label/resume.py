@@ -20,6 +20,7 @@ import pandas as pd
 
 from samantics_dagster.core.dataset.schema import IMPORTED_PREFIX, SAM3_LABELS, LabelStatus
 from samantics_dagster.core.dataset.tables import write_table
+from samantics_dagster.core.label.failures import failed_on_device
 from samantics_dagster.core.label.masks import Instance
 
 DONE, FAILED = LabelStatus.DONE, LabelStatus.FAILED
@@ -62,9 +63,12 @@ def _imported(row: dict) -> bool:
 
 def _reusable(old: dict, labeler: str, retry_failed: bool, relabel_imported: bool) -> bool:
     """Whether a known row stands. Imported ``done`` rows have another labeler by construction
-    (no SAM3 run made them), so the fingerprint comparison would always relabel them."""
+    (no SAM3 run made them), so the fingerprint comparison would always relabel them. A row that failed on
+    a device error is tried again by every run (``core.label.failures``): the error says nothing about the image."""
     if old["status"] == DONE and _imported(old):
         return not relabel_imported
+    if old["status"] == FAILED and failed_on_device(old["error"]):
+        return False
     return old["labeler"] == labeler and (old["status"] == DONE or not retry_failed)
 
 
@@ -75,6 +79,7 @@ def plan(wanted: list[dict], known: dict[str, dict], labeler: str, retry_failed:
     todo: list[dict] = []
     stale: Counter[str] = Counter()
     why: dict[str, None] = {}  # the reasons, in first-seen order
+    device = 0  # failed rows of this labeler tried again because their error came from the device
     for rec in wanted:
         old = known.get(rec["dhash"])
         if old is not None and _reusable(old, labeler, retry_failed, relabel_imported):
@@ -85,10 +90,15 @@ def plan(wanted: list[dict], known: dict[str, dict], labeler: str, retry_failed:
                 stale[old["labeler"]] += 1
                 why[("relabel_imported is set" if old["status"] == DONE and _imported(old)
                      else "model, queries or thresholds changed")] = None
-    if not stale:
-        return keep, todo, None
-    return keep, todo, (f"relabelling {sum(stale.values())} images labelled by {', '.join(stale)}: "
-                        f"{'; '.join(why)} (now {labeler})")
+            elif old is not None and old["status"] == FAILED and failed_on_device(old["error"]) and not retry_failed:
+                device += 1
+    reasons = []
+    if stale:
+        reasons.append(f"relabelling {sum(stale.values())} images labelled by {', '.join(stale)}: "
+                       f"{'; '.join(why)} (now {labeler})")
+    if device:
+        reasons.append(f"trying again {device} images that failed on a device error")
+    return keep, todo, "; ".join(reasons) or None
 
 
 def merge_parts(keep: dict[str, dict], new_rows: list[dict], table_path: Path, parts_dir: Path) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from PIL import Image, ImageOps
 
 from samantics_dagster.core.dataset.store import ImageStore
+from samantics_dagster.core.label.failures import error_text
 from samantics_dagster.core.label.masks import Instance
 from samantics_dagster.core.label.resume import label_row, write_part
 
@@ -199,7 +200,7 @@ def _one_by_one(segment: Segmenter, good: Good, labeler: str) -> list[dict]:
         try:
             rows.append(label_row(r["dhash"], r["rel_path"], labeler, instances=_alone(segment, im), size=im.size))
         except Exception as exc:  # noqa: BLE001 - recorded, the partition goes on
-            rows.append(label_row(r["dhash"], r["rel_path"], labeler, error=f"{type(exc).__name__}: {exc}"[:500]))
+            rows.append(label_row(r["dhash"], r["rel_path"], labeler, error=error_text(exc)))
         _free_gpu_memory()
     return rows
 

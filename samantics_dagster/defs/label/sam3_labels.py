@@ -15,6 +15,7 @@ from dagster import (
 from pydantic import Field
 
 from samantics_dagster.core.dataset.schema import DedupeStatus, LabelStatus, TableName
+from samantics_dagster.core.label.failures import failure_share
 from samantics_dagster.core.label.pipeline import (
     PASSENGER,
     LabelResult,
@@ -76,12 +77,16 @@ class LabelConfig(Config):
         "Device memory for upsampling kept masks to full size, per chunk (masks are upsampled and run-length "
         "encoded a chunk at a time; same output for any value). Empty: 2048 on CUDA, 32 on the CPU. Lower it "
         "if huge frames (100 MP, 150 instances) run out of GPU memory."))
-    retry_failed: bool = Field(False, description="Label again the images whose last attempt failed.")
+    retry_failed: bool = Field(False, description=(
+        "Label again every image whose last attempt failed. Without it, a run (Dagster's retry included) tries "
+        "again only the images that failed on a device error (CUDA out of memory, a CUDA runtime error); an "
+        "unreadable image or a post-processing error would fail the same way."))
     relabel_imported: bool = Field(False, description="Label again the images whose labels came from `samantics import-legacy`.")
     post_workers: int = Field(1, ge=0, description="Threads turning masks into RLE while the next batch is on the GPU (0: serial).")
     max_failed_share: float = Field(0.05, ge=0.0, le=1.0, description=(
-        "Blocking check: above this share of failed images among those labelled in this run, the run fails its "
-        "`labels_failure_share` check and nothing downstream (curation, export) runs."))
+        "Blocking check: above this share of failed images among the category's accepted images (failed in this "
+        "run or kept failed from an earlier one), the run fails its `labels_failure_share` check and nothing "
+        "downstream (curation, export) runs."))
 
     def settings(self) -> LabelSettings:
         return LabelSettings(
@@ -102,8 +107,9 @@ class LabelConfig(Config):
     op_tags={"dagster-k8s/config": K8S_GPU_CONFIG},
     description="SAM3 on every accepted image of the category: one row per image, instances as JSON (boxes XYXY, scores, RLE).",
     check_specs=[AssetCheckSpec("labels_failure_share", asset="sam3_labels", blocking=True, description=(
-        "The share of images that failed in this run is at most max_failed_share (5%): a broken CUDA stack or a "
-        "post-processing bug fails here instead of shipping an empty export."))],
+        "The share of the category's accepted images whose label failed (in this run or kept from an earlier "
+        "attempt) is at most max_failed_share (5%): a broken CUDA stack or a post-processing bug fails here, and "
+        "its retry stays red while the images are failed, instead of shipping an export without them."))],
 )
 def sam3_labels(
     context: AssetExecutionContext, config: LabelConfig, dataset: DatasetResource, sam3: Sam3Resource,
@@ -141,7 +147,7 @@ def sam3_labels(
 
         gpu = torch.cuda.get_device_name(device)
     return MaterializeResult(
-        check_results=[failure_share_check(result, config.max_failed_share)],
+        check_results=[failure_share_check(result, labeler, config.max_failed_share)],
         metadata={
             **table_metadata(TableName.SAM3_LABELS, table),
             "previews": MetadataValue.md(_previews(table, dataset, {c.id: c.name for c in spec.categories})),
@@ -167,17 +173,10 @@ def sam3_labels(
     )
 
 
-def failure_share_check(result: LabelResult, bound: float) -> AssetCheckResult:
-    share = result.failed_share
-    table = result.table
-    errors = table.loc[table.status == LabelStatus.FAILED, "error"].value_counts().head(3)
-    return AssetCheckResult(
-        check_name="labels_failure_share",
-        passed=share <= bound,
-        metadata={"attempted": result.attempted, "failed": result.failed_this_run, "failed_share": round(share, 4),
-                  "bound": bound, "top_errors": MetadataValue.json({str(k): int(v) for k, v in errors.items()})},
-        description=None if share <= bound else (
-            f"{result.failed_this_run} of {result.attempted} images failed in this run ({share:.1%} > {bound:.0%}); "
-            f"most common error: {errors.index[0] if len(errors) else '?'}. Fix the cause, then re-run with "
-            "retry_failed: true (or raise max_failed_share)."),
-    )
+def failure_share_check(result: LabelResult, labeler: str, bound: float) -> AssetCheckResult:
+    """The category's rows under this labeler judged, not this attempt's (``core.label.failures``)."""
+    judged = failure_share(result.table, labeler, attempted=result.attempted, failed_this_run=result.failed_this_run)
+    return AssetCheckResult(check_name="labels_failure_share", passed=judged.passed(bound),
+                            metadata={k: MetadataValue.json(v) if isinstance(v, dict) else v
+                                      for k, v in judged.metadata(bound).items()},
+                            description=judged.explain(bound))
