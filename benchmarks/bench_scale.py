@@ -146,12 +146,14 @@ def op(name: str, root: Path) -> str:
         from samantics_dagster.core.label.jsonl_segments import write_labels_jsonl
         return f"rebuilt {write_labels_jsonl(layout).rebuilt}"
     elif name == "auto_labels_jsonl":  # a category run's labels_jsonl: segments; the file waits above the limit
-        from samantics_dagster.core.export.shards import SINGLE_FILES_MAX_IMAGES, single_files_due
+        from samantics_dagster.core.export.shards import single_files_due
         from samantics_dagster.core.label.jsonl_segments import write_labels_jsonl
+        from samantics_dagster.core.settings import SINGLE_FILES_MAX_IMAGES
         result = write_labels_jsonl(layout, due=lambda n: single_files_due("auto", n, SINGLE_FILES_MAX_IMAGES))
         return f"rebuilt {result.rebuilt}, labels.jsonl {'rewritten' if result.written else 'waits'}"
     elif name == "auto_coco":  # a category run's coco_dataset: shards.json; the merged files wait above the limit
-        from samantics_dagster.core.export.shards import SINGLE_FILES_MAX_IMAGES, export_coco, single_files_due
+        from samantics_dagster.core.export.shards import export_coco, single_files_due
+        from samantics_dagster.core.settings import SINGLE_FILES_MAX_IMAGES
         export = export_coco(layout, spec, lambda n: single_files_due("auto", n, SINGLE_FILES_MAX_IMAGES), "bench")
         return f"{export.images} images, single files {'rewritten' if export.merged is not None else 'wait'}"
     elif name == "auto_checks":  # coco_dataset's checks when the single files wait: ids and the split index

@@ -16,11 +16,11 @@ from dagster import (
 )
 
 from samantics_dagster.core.dataset.tables import table_path, write_table
+from samantics_dagster.core.settings import Settings
 from samantics_dagster.definitions import defs
 from samantics_dagster.defs.automation.schedules import nightly_label_retry
 from samantics_dagster.defs.automation.workdir_sensor import build_workdir_sensor, grabby_workdir_sensor
 from samantics_dagster.defs.resources.dataset import DatasetResource
-from samantics_dagster.defs.settings import Settings
 from samantics_dagster.demo.spec import write_demo_spec
 
 OLD = time.time() - 3600

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from samantics_dagster.defs.settings import settings
+from samantics_dagster.core.settings import settings
 
 
 def _executor() -> dg.ExecutorDefinition:

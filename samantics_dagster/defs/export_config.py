@@ -6,7 +6,7 @@ from dagster import Config
 from pydantic import Field
 
 from samantics_dagster.core.export.shards import single_files_due
-from samantics_dagster.defs.settings import settings
+from samantics_dagster.core.settings import settings
 
 
 class ExportConfig(Config):

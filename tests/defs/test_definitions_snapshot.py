@@ -121,13 +121,13 @@ def _differences(old: Any, new: Any, path: str = "") -> list[str]:
 def _default_settings_snapshot() -> dict[str, Any]:
     """The snapshot of the code location as it loads with no ``SAMANTICS_*`` variables set: default
     statuses and intervals come from them, and another test (or the shell) may have set some."""
-    from samantics_dagster.defs.settings import Settings, settings
+    from samantics_dagster.core.settings import Settings, settings
 
     if settings() == Settings():
         from samantics_dagster.definitions import defs
 
         return definitions_snapshot(defs)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMANTICS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAMANTICS_", "LABEL_STUDIO_"))}
     code = ("import json; from samantics_dagster.definitions import defs; "
             "from tests.defs.test_definitions_snapshot import definitions_snapshot; "
             "print(json.dumps(definitions_snapshot(defs)))")

@@ -31,10 +31,6 @@ from samantics_dagster.core.export.coco import SPLITS
 from samantics_dagster.core.export.stream import MergeResult, file_fingerprint, ijson_backend, merge_coco_files
 from samantics_dagster.core.export.taxonomy import stale_files, taxonomy_error
 
-SINGLE_FILES_MAX_IMAGES = 100_000
-"""Above this many images the single files wait for the full export: at 100 k a rewrite of them and of
-labels.jsonl costs ~3 s, at 1 M ~35 s of disk writes per category (benchmarks/bench_scale.py)."""
-
 
 class SingleFilesMode(StrEnum):
     AUTO = "auto"  # rewrite the single files when the dataset is small enough

@@ -27,9 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-LEASE_DIR_ENV = "SAMANTICS_DEVICE_LEASE_DIR"
-DEVICE_WAIT_ENV = "SAMANTICS_DEVICE_WAIT_SECONDS"
-DEVICE_WAIT_DEFAULT_S = 600.0
+from samantics_dagster.core.settings import Env, Settings, read_settings
+
 _POLL_S = 2.0
 
 
@@ -49,8 +48,9 @@ class DeviceSlot:
 def default_lease_dir(env: dict[str, str] | None = None) -> Path:
     """``SAMANTICS_DEVICE_LEASE_DIR``, else a per-user folder on local storage (never the dataset volume)."""
     env = dict(os.environ) if env is None else env
-    if env.get(LEASE_DIR_ENV):
-        return Path(env[LEASE_DIR_ENV])
+    configured = Settings.from_env(env).device_lease_dir
+    if configured:
+        return Path(configured)
     if env.get("XDG_RUNTIME_DIR"):
         return Path(env["XDG_RUNTIME_DIR"]) / "samantics" / "devices"
     return Path("/tmp") / f"samantics-devices-{os.getuid()}"
@@ -139,7 +139,7 @@ def take_device(slots: Sequence[DeviceSlot], *, owner: str, lease_dir: Path | No
     lease_dir = default_lease_dir() if lease_dir is None else lease_dir
     lease_dir.mkdir(parents=True, exist_ok=True)
     if wait_s is None:
-        wait_s = float(os.environ.get(DEVICE_WAIT_ENV) or DEVICE_WAIT_DEFAULT_S)
+        wait_s = read_settings().device_wait_s
     deadline = time.monotonic() + wait_s
     said = 0.0
     while True:
@@ -152,7 +152,7 @@ def take_device(slots: Sequence[DeviceSlot], *, owner: str, lease_dir: Path | No
             raise NoFreeDevice(
                 f"all {len(slots)} visible GPUs are leased ({busy}); waited {wait_s:.0f}s. Lower the `gpu` pool's "
                 f"limit to the number of GPUs (`dagster instance concurrency set gpu {len(slots)}`), or stop the "
-                f"other runs; {DEVICE_WAIT_ENV} sets how long a run waits (leases in {lease_dir})")
+                f"other runs; {Env.DEVICE_WAIT} sets how long a run waits (leases in {lease_dir})")
         if time.monotonic() - said > 60:
             log(f"every visible GPU is leased ({busy}): waiting for one to come free")
             said = time.monotonic()

@@ -2,7 +2,7 @@
 
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus
 
-from samantics_dagster.defs.settings import Settings, settings
+from samantics_dagster.core.settings import Settings, settings
 
 # The unpartitioned assets that follow the categories; selected by key so this module imports no asset.
 DATASET_WIDE_ASSETS = ("labels_jsonl", "coco_dataset", "yolo_dataset")

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
+from samantics_dagster.core.settings import settings
 from samantics_dagster.defs.automation.jobs import category_pipeline, coco_export
 from samantics_dagster.defs.health.dead_runs import heal
 from samantics_dagster.defs.health.lost_retries import claim, find_lost_retries
 from samantics_dagster.defs.resources.dataset import DatasetResource
-from samantics_dagster.defs.settings import settings
 
 
 @sensor(

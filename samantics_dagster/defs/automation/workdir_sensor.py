@@ -23,11 +23,11 @@ from dagster import (
 from samantics_dagster.core.dataset.spec import SpecError
 from samantics_dagster.core.label.pipeline import PASSENGER
 from samantics_dagster.core.label.taxonomy import load_taxonomy
+from samantics_dagster.core.settings import Settings, settings
 from samantics_dagster.core.workdir.scan import decode_cursor, encode_cursor, scan_workdir
 from samantics_dagster.defs.automation.jobs import category_pipeline
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
-from samantics_dagster.defs.settings import Settings, settings
 
 
 def build_workdir_sensor(config: Settings) -> SensorDefinition:

@@ -21,9 +21,8 @@ from filelock import FileLock, Timeout
 
 from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.health.liveness import RunLease, hold_lease, this_host
+from samantics_dagster.core.settings import Env, read_settings
 
-CATEGORY_WAIT_ENV = "SAMANTICS_CATEGORY_WAIT_SECONDS"
-CATEGORY_WAIT_DEFAULT_S = 1800.0
 _POLL_S = 15.0
 
 
@@ -59,7 +58,7 @@ def own_category(dataset_dir: Path, category: str, run_id: str, log: Callable[[s
                  wait_s: float | None = None) -> FileLock:
     """The category's write lock, waited for up to ``wait_s`` (``SAMANTICS_CATEGORY_WAIT_SECONDS``, 1800)."""
     if wait_s is None:
-        wait_s = float(os.environ.get(CATEGORY_WAIT_ENV) or CATEGORY_WAIT_DEFAULT_S)
+        wait_s = read_settings().category_wait_s
     path = DatasetLayout(dataset_dir).category_lock(category)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path))
@@ -74,7 +73,7 @@ def own_category(dataset_dir: Path, category: str, run_id: str, log: Callable[[s
                 raise CategoryBusy(
                     f"category {category!r} is being written by {holder}; this run waited {wait_s:.0f}s and gives up "
                     f"so the two never write the same tables. Let that run finish (or terminate it in the UI), then "
-                    f"re-run; {CATEGORY_WAIT_ENV} sets how long a run waits") from None
+                    f"re-run; {Env.CATEGORY_WAIT} sets how long a run waits") from None
             log(f"category {category!r} is being written by {holder}: waiting for it to finish")
     _owner_path(dataset_dir, category).write_text(json.dumps({"run_id": run_id, "pid": os.getpid(), "host": this_host()}))
     return lock

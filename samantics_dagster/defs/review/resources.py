@@ -16,6 +16,7 @@ from pydantic import Field, PrivateAttr
 
 from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.review.client import LabelStudioClient
+from samantics_dagster.core.settings import Env, settings
 
 
 class LabelStudioResource(dg.ConfigurableResource):
@@ -69,9 +70,9 @@ class LabelStudioResource(dg.ConfigurableResource):
 @dg.definitions
 def review_resources() -> dg.Definitions:
     return dg.Definitions(resources={
-        # the two paths are not secret and optional, so they are read here rather than as EnvVar (which must be set)
+        # the two paths are not secret and optional, so they are read with the settings rather than as EnvVar
+        # (which must be set)
         "label_studio": LabelStudioResource(
-            url=dg.EnvVar("LABEL_STUDIO_URL"), api_key=dg.EnvVar("LABEL_STUDIO_API_KEY"),
-            document_root=os.environ.get("LABEL_STUDIO_DOCUMENT_ROOT", ""),
-            dataset_dir=os.environ.get("LABEL_STUDIO_DATASET_DIR", "")),
+            url=dg.EnvVar(Env.LABEL_STUDIO_URL), api_key=dg.EnvVar(Env.LABEL_STUDIO_API_KEY),
+            document_root=settings().label_studio_document_root, dataset_dir=settings().label_studio_dataset_dir),
     })

@@ -9,7 +9,6 @@ reset cursor, launches nothing twice. Starts stopped unless ``LABEL_STUDIO_URL``
 
 import hashlib
 import json
-import os
 
 from dagster import (
     AssetSelection,
@@ -23,6 +22,7 @@ from dagster import (
 )
 
 from samantics_dagster.core.review.client import LabelStudioError
+from samantics_dagster.core.settings import settings
 from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.review.resources import LabelStudioResource
 from samantics_dagster.defs.review.review_tasks import REVIEW_TASKS
@@ -45,7 +45,7 @@ def completed_signature(export: list[dict], task_ids: set[int]) -> str | None:
     name="label_studio_review_sensor",
     job=review_pull,
     minimum_interval_seconds=60,
-    default_status=DefaultSensorStatus.RUNNING if os.environ.get("LABEL_STUDIO_URL") else DefaultSensorStatus.STOPPED,
+    default_status=DefaultSensorStatus.RUNNING if settings().label_studio_url else DefaultSensorStatus.STOPPED,
     description="Polls each category's Label Studio project; newly completed or edited reviews launch review_pull "
                 "(reviewed_labels -> curated_coco) for that category.",
 )
