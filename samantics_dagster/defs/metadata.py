@@ -7,7 +7,7 @@ from dagster import MetadataValue, TableColumn, TableSchema
 
 from samantics_dagster.core.dataset.schema import TABLES, TableName
 
-_TYPES = {"string": "string", "Int64": "int", "int64": "int"}
+_TYPES = {"string": "string", "Int64": "int", "int64": "int", "float64": "float", "Float64": "float", "bool": "bool"}
 
 
 def md_table(df: pd.DataFrame, limit: int = 10) -> MetadataValue:

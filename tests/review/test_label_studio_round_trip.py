@@ -194,6 +194,87 @@ def test_deleted_project_is_a_clear_error_and_recreate_resumes(review):
     assert redo["project_created"] and redo["sent_this_run"] == redo["triaged"] > len(before)
 
 
+def _kept(task):
+    """A person's annotation that keeps SAM3's regions as they were sent."""
+    return [{k: r[k] for k in ("id", "from_name", "to_name", "type", "original_width", "original_height",
+                               "image_rotation", "value")} for r in task["predictions"][0]["result"]]
+
+
+def test_several_people_agreement_consensus_and_low_agreement_sent_back(review):
+    """Two people created through the API annotate the audit tasks (completed_by); their agreement, the
+    consensus, each person's rows, a disagreement sent back for a third person, and the export carrying the
+    consensus of three."""
+    dataset, category, instance, ls, server = review
+    layout = DatasetLayout(dataset)
+    sent = _meta(_run(instance, ["review_tasks"], category, ls,
+                      {"ops": {"review_tasks": {"config": {**SEND_ALL, "max_tasks": 3}}}}), "review_tasks")
+    tasks = pd.read_parquet(layout.table("review_tasks", category))
+    assert sent["overlap_raised"] == 3 and tasks["audit"].all() and (tasks["annotators_wanted"] == 2).all()
+    project = int(tasks["project_id"][0])
+    assert server.api("GET", f"/api/projects/{project}/").json()["maximum_annotations"] == 1  # the non-audit share
+    live = {t["id"]: t for t in server.api("GET", "/api/tasks/", params={"project": project, "page_size": 100}).json()["tasks"]}
+    assert {live[int(t)]["overlap"] for t in tasks["task_id"]} == {2}
+    labels = pd.read_parquet(layout.table("sam3_labels", category)).set_index("dhash")
+    full = [server.api("GET", f"/api/tasks/{int(t)}/").json() for t in tasks["task_id"]]
+    rich = [t for t in full if labels.loc[t["data"]["dhash"], "n_instances"] >= 1][:2]
+    assert len(rich) == 2, "two sent frames with SAM3 instances are needed"
+    agree, differ = rich
+    tag = uuid.uuid4().hex[:6]
+    users = [server.api("POST", "/api/users/", json={"email": f"p{k}-{tag}@example.com", "username": f"p{k}-{tag}"}).json()
+             for k in (1, 2)]
+    p1, p2 = (u["id"] for u in users)
+    car = {"id": "drawn", "from_name": "label", "to_name": "image", "type": "polygonlabels",
+           "original_width": agree["predictions"][0]["result"][0]["original_width"],
+           "original_height": agree["predictions"][0]["result"][0]["original_height"], "image_rotation": 0,
+           "value": {"points": [[1, 1], [6, 1], [6, 6], [1, 6]], "closed": True, "polygonlabels": ["car"]}}
+
+    def annotate(task, result, who=None, cancelled=False):
+        body = {"result": result, "was_cancelled": cancelled, **({"completed_by": who} if who else {})}
+        server.api("POST", f"/api/tasks/{task['id']}/annotations/", json=body)
+
+    annotate(agree, _kept(agree), p1)
+    annotate(agree, _kept(agree), p2)
+    annotate(agree, [], cancelled=True)  # skipped by the admin: left out
+    annotate(differ, _kept(differ), p1)
+    annotate(differ, [car], p2)  # deletes every SAM3 region, draws a car elsewhere
+
+    pulled = _meta(_run(instance, ["reviewed_labels"], category, ls), "reviewed_labels")
+    reviewed = pd.read_parquet(layout.table("reviewed_labels", category)).set_index("task_id")
+    people = pd.read_parquet(layout.table("review_annotations", category))
+    assert len(reviewed) == 2 and (reviewed["n_annotators"] == 2).all() and len(people) == 4
+    assert set(people["annotator"]) == {f"p1-{tag}@example.com", f"p2-{tag}@example.com"}
+    a, d = reviewed.loc[agree["id"]], reviewed.loc[differ["id"]]
+    first = people[people["annotator"] == f"p1-{tag}@example.com"].set_index("task_id")["instances"]
+    assert a["people_agreement"] == 1.0 and a["consensus"] == "best" and a["sam_agreement"] > 0.5
+    assert a["instances"] == first.loc[agree["id"]]  # both kept SAM3's regions: either is the consensus
+    assert d["people_agreement"] < 0.6 and d["asked_again"] == 3 and pulled["sent_back_this_pull"] == {str(differ["id"]): 3}
+    back = server.api("GET", f"/api/tasks/{differ['id']}/").json()
+    assert back["overlap"] == 3 and back["is_labeled"] is False  # in the queue again, for a third person
+    assert people.set_index("annotation_id")["agreement_people"].loc[
+        people[people["task_id"] == agree["id"]]["annotation_id"]].eq(1.0).all()
+    per_class = {r["class"]: r for r in pulled["people_vs_sam3_per_class_json"]}
+    assert per_class and all(r["frames_several_people"] >= 1 for r in per_class.values() if r["people_agreement"] is not None)
+    assert "presence_kappa" in next(iter(per_class.values()))
+    # nothing new: nothing pulled twice, nothing asked twice
+    again = _meta(_run(instance, ["reviewed_labels"], category, ls), "reviewed_labels")
+    assert again["new_or_changed"] == 0 and again["sent_back_this_pull"] == {}
+
+    annotate(differ, _kept(differ))  # the third person (the admin) sides with the first
+    _run(instance, ["reviewed_labels", "curated_coco"], category, ls)
+    d = pd.read_parquet(layout.table("reviewed_labels", category)).set_index("task_id").loc[differ["id"]]
+    kept = json.loads(first.loc[differ["id"]])  # the first person's version, SAM3's regions
+    assert kept and d["n_annotators"] == 3 and d["consensus"] == "majority" and json.loads(d["instances"]) == kept
+    assert d["asked_again"] == 3  # three people is the cap: not asked again
+    assert server.api("GET", f"/api/tasks/{differ['id']}/").json()["overlap"] == 3
+    assert defs.resolve_job_def("coco_export").execute_in_process(instance=instance).success
+    curated = pd.read_parquet(layout.table("curated_coco", category)).set_index("dhash")
+    coco = json.loads(layout.coco_merged(curated.loc[d["dhash"], "split"]).read_text())
+    image = [im for im in coco["images"] if d["dhash"] in im["file_name"]][0]
+    anns = [x for x in coco["annotations"] if x["image_id"] == image["id"]]
+    # the export carries the consensus (the majority's regions), not the second person's car
+    assert sorted(round(x["area"]) for x in anns) == sorted(round(i["area"]) for i in kept)
+
+
 def test_label_studio_stopped_mid_send_is_a_clear_error_and_the_next_run_resumes(review):
     """Last in the module: it stops the session's Label Studio and starts it again."""
     dataset, category, instance, ls, server = review

@@ -25,6 +25,7 @@ class TableName(StrEnum):
     REVIEW_TASKS = "review_tasks"
     REVIEWED_LABELS = "reviewed_labels"
     REVIEW_AGREEMENT = "review_agreement"  # written beside reviewed_labels, by the same asset
+    REVIEW_ANNOTATIONS = "review_annotations"  # every person's annotation, beside reviewed_labels, same asset
 
 
 class DedupeStatus(StrEnum):
@@ -199,6 +200,7 @@ REVIEW_TASKS = TableSchema(TableName.REVIEW_TASKS, _cols(
     ("audit", "bool", "picked by the random audit share, not by a signal"),
     ("labeler", _S, "the sam3_labels labeler whose instances were pre-annotations"),
     ("sent_at", _S, "ISO time the task was created"),
+    ("annotators_wanted", _I, "distinct people asked to annotate it (Label Studio's task overlap, at least)"),
 ), key="task_id")
 
 REVIEWED_LABELS = TableSchema(TableName.REVIEWED_LABELS, _cols(
@@ -206,16 +208,36 @@ REVIEWED_LABELS = TableSchema(TableName.REVIEWED_LABELS, _cols(
     ("rel_path", _S, "the frame it was accepted from"),
     ("status", _S, "reviewed"),
     ("task_id", _I, "Label Studio task"),
-    ("annotation_id", _I, "Label Studio annotation"),
-    ("annotator", _S, "who reviewed it"),
+    ("annotation_id", _I, "the Label Studio annotation taken whole (null: a pixel majority of several)"),
+    ("annotator", _S, "who reviewed it (several: their e-mails joined by '+')"),
     ("labeler", _S, "human:{annotator}"),
-    ("n_instances", _I, "instances in the person's version"),
-    ("instances", _S, "JSON list of instances, as in sam3_labels"),
+    ("n_instances", _I, "instances in the consensus: the version curation uses"),
+    ("instances", _S, "JSON list of the consensus instances, as in sam3_labels"),
     ("width", _I, "pixels"),
     ("height", _I, "pixels"),
-    ("updated_at", _S, "the annotation's last change"),
-    ("agreement", _S, "JSON: counts of matched / class_changed / deleted / added"),
+    ("updated_at", _S, "the latest change of its annotations"),
+    ("agreement", _S, "JSON: SAM3 against the consensus, counts of matched / class_changed / deleted / added"),
+    ("n_annotators", _I, "people whose completed annotation is behind it (skipped ones left out)"),
+    ("consensus", _S, "single | best (of two, the more reliable person's) | majority (pixel majority of 3+)"),
+    ("people_agreement", "Float64", "mean over pairs of people of their region-IoU agreement (null: one person)"),
+    ("sam_agreement", "Float64", "SAM3's region-IoU agreement with the consensus, the same measure"),
+    ("annotations", _S, "JSON [[annotation id, updated_at], ...] behind it: a change is a new review"),
+    ("asked_again", _I, "people asked for when its agreement was under the bound (null: never sent back)"),
 ), key="dhash")
+
+REVIEW_ANNOTATIONS = TableSchema(TableName.REVIEW_ANNOTATIONS, _cols(
+    ("dhash", _S, "the image"),
+    ("task_id", _I, "Label Studio task"),
+    ("annotation_id", _I, "Label Studio annotation (the person's latest completed one on the task)"),
+    ("annotator", _S, "who completed it (e-mail)"),
+    ("n_instances", _I, "instances the person drew or kept"),
+    ("instances", _S, "JSON list of the person's instances, as in sam3_labels"),
+    ("updated_at", _S, "the annotation's last change"),
+    ("agreement_people", "Float64", "mean region-IoU agreement with the other people on the frame (null: alone)"),
+    ("agreement_consensus", "float64", "region-IoU agreement with the frame's consensus"),
+    ("per_class", _S, "JSON {category id: agreement with the consensus}"),
+    ("chosen", "bool", "this annotation is the consensus, taken whole"),
+), key="annotation_id")
 
 REVIEW_AGREEMENT = TableSchema(TableName.REVIEW_AGREEMENT, _cols(
     ("dhash", _S, "the image"),
@@ -230,4 +252,5 @@ REVIEW_AGREEMENT = TableSchema(TableName.REVIEW_AGREEMENT, _cols(
 ), key=None)
 
 TABLES: dict[TableName, TableSchema] = {t.name: t for t in (
-    INGRESS_FRAMES, DEDUPED_IMAGES, SAM3_LABELS, CURATED_COCO, REVIEW_TASKS, REVIEWED_LABELS, REVIEW_AGREEMENT)}
+    INGRESS_FRAMES, DEDUPED_IMAGES, SAM3_LABELS, CURATED_COCO, REVIEW_TASKS, REVIEWED_LABELS, REVIEW_AGREEMENT,
+    REVIEW_ANNOTATIONS)}

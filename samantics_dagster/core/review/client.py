@@ -158,6 +158,23 @@ class LabelStudioClient:
         r = self.request("GET", f"/api/users/{int(user_id)}/")
         return str(r.json().get("email") or user_id) if r.status_code == 200 else str(user_id)
 
+    def task(self, task_id: int) -> dict:
+        return self.json("GET", f"/api/tasks/{int(task_id)}/")
+
+    def set_task_overlap(self, task_id: int, overlap: int, annotated_by: int) -> dict:
+        """Ask for ``overlap`` distinct people on a task. Label Studio recomputes ``is_labeled`` (people >= overlap)
+        when an annotation is saved but not when the overlap is patched, so it is sent too: a task marked
+        labelled stays out of the annotators' queue."""
+        return self.json("PATCH", f"/api/tasks/{int(task_id)}/",
+                         json={"overlap": int(overlap), "is_labeled": annotated_by >= overlap})
+
+    def set_annotations_per_task(self, project_id: int, count: int) -> dict:
+        """The project's "annotations per task" (``maximum_annotations``): the overlap Label Studio gives every
+        task it imports. The cohort share stays 100%: below it, every import re-draws which tasks get the overlap
+        and would undo the per-task overlaps set after it."""
+        return self.json("PATCH", f"/api/projects/{int(project_id)}/",
+                         json={"maximum_annotations": int(count), "overlap_cohort_percentage": 100})
+
     def create_annotation(self, task_id: int, result: list[dict]) -> dict:
         return self.json("POST", f"/api/tasks/{task_id}/annotations/", json={"result": result, "was_cancelled": False})
 

@@ -67,7 +67,8 @@ def polygon_rle(polygons: Sequence[Sequence[Sequence[float]]], width: int, heigh
     return json_rle(mask_utils.merge(mask_utils.frPyObjects(flat, height, width)))
 
 
-def _instance(rle: dict, category_id: int, score: float) -> dict:
+def rle_instance(rle: dict, category_id: int, score: float) -> dict:
+    """An instance in the ``sam3_labels`` schema from a mask (its area and box read off the RLE)."""
     area = float(mask_utils.area(coco_rle(rle)))
     x, y, w, h = (float(v) for v in mask_utils.toBbox(coco_rle(rle)))
     return {"category_id": int(category_id), "bbox_xyxy": [x, y, x + w, y + h], "score": float(score),
@@ -107,5 +108,5 @@ def from_regions(results: Sequence[dict], sam_instances: Sequence[dict], width: 
                 out.append(dict(sam_instances[k]))
                 continue
         rle = polygon_rle([r["value"]["points"] for r in regions], width, height)
-        out.append(_instance(rle, cid, HUMAN_SCORE))
+        out.append(rle_instance(rle, cid, HUMAN_SCORE))
     return out

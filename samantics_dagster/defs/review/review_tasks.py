@@ -10,9 +10,9 @@ from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.dataset.spec import Spec, load_spec
 from samantics_dagster.core.dataset.tables import write_table
 from samantics_dagster.core.label.pipeline import PASSENGER
-from samantics_dagster.core.review.loop import ensure_project, send_frames
+from samantics_dagster.core.review.loop import PeoplePerTask, ensure_project, send_frames
 from samantics_dagster.core.review.triage import RelationPair, TriageSettings, triage_frames
-from samantics_dagster.defs.metadata import md_table
+from samantics_dagster.defs.metadata import md_table, table_metadata
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.review.resources import LabelStudioResource
@@ -33,6 +33,11 @@ class ReviewTasksConfig(Config):
     seed: int = Field(0, description="Seed of the audit draw (a frame's draw never changes as frames are added).")
     max_tasks: int = Field(200, ge=0, description="New tasks per run, highest priority first.")
     recreate_project: bool = Field(False, description="The recorded project was deleted: send the unreviewed frames to a new one.")
+    annotators_audit: int = Field(2, ge=1, description="Distinct people per audit task (agreement between people is measured there).")
+    annotators_other: int = Field(1, ge=1, description="Distinct people per other task: the project's annotations per task.")
+
+    def people(self) -> PeoplePerTask:
+        return PeoplePerTask(audit=self.annotators_audit, other=self.annotators_other)
 
     def settings(self, spec: Spec) -> TriageSettings:
         ids = {c.name: c.id for c in spec.categories}
@@ -56,7 +61,8 @@ class ReviewTasksConfig(Config):
     kinds={"python", "parquet"},
     description="Triage of sam3_labels (borderline scores, overlaps, relation decisions near a threshold, rare "
                 "classes, a seeded audit share) sent to a Label Studio project with SAM3's instances as "
-                "pre-annotations; one row per task sent (never sent twice).",
+                "pre-annotations, each task asking for its number of people (2 for the audit share, 1 for the "
+                "rest); one row per task sent (never sent twice).",
 )
 def review_tasks(context: AssetExecutionContext, config: ReviewTasksConfig, dataset: DatasetResource,
                  label_studio: LabelStudioResource, sam3_labels: pd.DataFrame) -> MaterializeResult:
@@ -73,12 +79,12 @@ def review_tasks(context: AssetExecutionContext, config: ReviewTasksConfig, data
     with label_studio.client() as client:
         project_id, created, rows = ensure_project(
             client, label_studio.project_title(category), [c.name for c in spec.categories], previous,
-            label_studio.storage_path(dataset.dataset_path), config.recreate_project)
+            label_studio.storage_path(dataset.dataset_path), config.recreate_project, config.annotators_other)
         result = send_frames(
             client, project_id, category, chosen, sam3_labels, rows, names,
             lambda d: label_studio.image_url(dataset.dataset_path, d),
             skip=set(reviewed["dhash"]) if reviewed is not None else set(), max_tasks=config.max_tasks,
-            write=lambda df: write_table(df, path))
+            write=lambda df: write_table(df, path), people=config.people())
     table = result.table
     write_table(table, path)
     reasons: dict[str, int] = {}
@@ -97,7 +103,9 @@ def review_tasks(context: AssetExecutionContext, config: ReviewTasksConfig, data
         "triaged": len(chosen),
         "frames_by_reason": MetadataValue.json(reasons),
         "audit_frames": int(table["audit"].sum()) if len(table) else 0,
-        "dagster/row_count": len(table),
+        "overlap_raised": result.overlap_raised,
+        "people_per_task": MetadataValue.json({"audit": config.annotators_audit, "other": config.annotators_other}),
+        **table_metadata(REVIEW_TASKS, table),
         "top_priorities": md_table(table.sort_values("priority", ascending=False)[["rel_path", "task_id", "priority", "reasons"]]),
     })
 
