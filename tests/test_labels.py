@@ -58,6 +58,8 @@ def test_labels_every_accepted_image_and_skips_them_next_time(dataset_env, insta
     rec = json.loads(lines[0])
     assert rec["image"].startswith("images/") and len(rec["boxes"]) == len(rec["masks"]) == len(rec["category_ids"])
     assert meta["queries_fingerprint"] and meta["model_fingerprint"] and "HF_TOKEN" not in repr(meta)
+    # `auto` (the default when SAMANTICS_DEVICE is unset) says what it picked: here, no GPU
+    assert (meta["device_requested"], meta["device"], meta["dtype"]) == ("auto", "cpu", "float32")
 
     again = _meta(_label(instance))
     assert again["labelled_this_run"] == 0 and again["reused"] == len(deduped)
@@ -213,3 +215,37 @@ def test_metadata_carries_preview_thumbnails_with_masks(dataset_env, instance, d
     b64 = md.split("data:image/jpeg;base64,")[1].split(")")[0]
     thumb = Image.open(io.BytesIO(base64.b64decode(b64)))
     assert thumb.width == 320
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine where torch sees no GPU")
+def test_device_cuda_without_a_gpu_fails_at_start_naming_the_fix(dataset_env, instance, deduped):
+    """Production asks for cuda: a run container started without its GPU fails when the step's resources
+    start, in seconds, before any image or weight is read, instead of labelling at CPU speed for days."""
+    from samantics_dagster.defs.resources.sam3 import Sam3Resource
+
+    resources = {**defs.resources, "sam3": Sam3Resource(model_cache=os.environ["MODEL_CACHE"], device="cuda")}
+    t0 = time.monotonic()
+    result = materialize(LABELS + UPSTREAM, selection=["sam3_labels"], instance=instance, partition_key=CATEGORY,
+                         resources=resources, raise_on_error=False)
+    seconds = time.monotonic() - t0
+    assert not result.success
+    assert seconds < 30, f"took {seconds:.1f} s to fail"  # the issue's bar: seconds, not a model load
+    kinds = [e.event_type_value for e in result.all_events]
+    failure = next(e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE")
+    message = failure.event_specific_data.error.to_string()
+    assert "no CUDA device is visible" in message and "SAMANTICS_DEVICE" in message and "'cuda'" in message
+    assert "STEP_START" not in kinds  # the step never started: no image read, no weight loaded
+    from samantics_dagster.core.dataset.layout import parts_dir
+
+    labels = table_path(dataset_env, "sam3_labels", CATEGORY)
+    assert not labels.exists() and not parts_dir(labels).exists()
+
+
+def test_samantics_device_setting_reaches_the_resource(monkeypatch):
+    from samantics_dagster.core.settings import Settings
+
+    assert Settings.from_env({}).sam3_device == "auto"
+    assert Settings.from_env({"SAMANTICS_DEVICE": "cuda"}).sam3_device == "cuda"
+    assert Settings.from_env({"SAMANTICS_DEVICE": "CUDA:1"}).sam3_device == "cuda:1"
+    with pytest.raises(ValueError, match="SAMANTICS_DEVICE='gpu'.*use cuda"):
+        Settings.from_env({"SAMANTICS_DEVICE": "gpu"})

@@ -15,6 +15,7 @@ this module; it imports nothing of the package.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,6 +43,7 @@ class Env(StrEnum):
     CATEGORY_WAIT = "SAMANTICS_CATEGORY_WAIT_SECONDS"
     DEVICE_LEASE_DIR = "SAMANTICS_DEVICE_LEASE_DIR"
     DEVICE_WAIT = "SAMANTICS_DEVICE_WAIT_SECONDS"
+    DEVICE = "SAMANTICS_DEVICE"
     LABEL_STUDIO_URL = "LABEL_STUDIO_URL"
     LABEL_STUDIO_API_KEY = "LABEL_STUDIO_API_KEY"  # bound with EnvVar (a secret: never in a run's config)
     LABEL_STUDIO_DOCUMENT_ROOT = "LABEL_STUDIO_DOCUMENT_ROOT"
@@ -71,6 +73,15 @@ def _int(env: Mapping[str, str], name: Env, default: int) -> int:
         raise ValueError(f"{name}={value!r} is not a whole number: e.g. {name}={default}") from None
 
 
+def _device(env: Mapping[str, str]) -> str:
+    """The sam3 resource's device. Production sets ``cuda`` (a run without a visible GPU then fails at
+    start); unset means ``auto`` (a GPU if visible, else the CPU), for the demo and laptops."""
+    value = (env.get(Env.DEVICE) or "auto").strip().lower()
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError(f"{Env.DEVICE}={value!r}: use cuda (production), cuda:N, cpu, or auto (the default)")
+    return value
+
+
 def _on(env: Mapping[str, str], name: Env) -> bool:
     return env.get(name, "on").strip().lower() not in _OFF
 
@@ -90,6 +101,7 @@ class Settings:
     category_wait_s: float = CATEGORY_WAIT_DEFAULT_S
     device_lease_dir: str = ""  # empty: a per-user folder on local storage (core.label.devices)
     device_wait_s: float = DEVICE_WAIT_DEFAULT_S
+    sam3_device: str = "auto"
     label_studio_url: str = ""
     label_studio_document_root: str = ""
     label_studio_dataset_dir: str = ""
@@ -112,6 +124,7 @@ class Settings:
             category_wait_s=_float(env, Env.CATEGORY_WAIT, CATEGORY_WAIT_DEFAULT_S),
             device_lease_dir=env.get(Env.DEVICE_LEASE_DIR) or "",
             device_wait_s=_float(env, Env.DEVICE_WAIT, DEVICE_WAIT_DEFAULT_S),
+            sam3_device=_device(env),
             label_studio_url=env.get(Env.LABEL_STUDIO_URL) or "",
             label_studio_document_root=env.get(Env.LABEL_STUDIO_DOCUMENT_ROOT) or "",
             label_studio_dataset_dir=env.get(Env.LABEL_STUDIO_DATASET_DIR) or "",

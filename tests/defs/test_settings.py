@@ -80,7 +80,10 @@ def test_every_variable_is_in_env_example_with_a_comment(name):
 
 def test_env_example_as_shipped_parses_to_the_defaults():
     """Copying .env.example to .env changes nothing: its values are the defaults (blank where the default is
-    computed), apart from the review variables that are empty until set."""
+    computed), apart from the review variables that are empty until set, and the device: production asks for
+    cuda (a run without its GPU fails at start), where unset (the demo) means auto."""
+    from dataclasses import replace
+
     example = {k: v for k, v in (line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
                                  if line and not line.startswith("#") and "=" in line)}
-    assert Settings.from_env(example) == Settings()
+    assert Settings.from_env(example) == replace(Settings(), sam3_device="cuda")

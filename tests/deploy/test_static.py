@@ -504,3 +504,16 @@ def test_the_gpu_tag_asks_for_a_gpu_node_and_is_valid_dagster_k8s_config():
     op_tags = labels.op.tags
     actual = op_tags["dagster-k8s/config"]
     assert (json.loads(actual) if isinstance(actual, str) else actual) == tag
+
+
+def test_production_asks_for_cuda_everywhere_a_run_can_start():
+    """compose (its containers and, through the launcher, each run's), Helm (run pods get the deployment's env)
+    and .env.example say cuda: a run without its GPU then fails at start instead of labelling on the CPU."""
+    services = _compose()["services"]
+    for name in ("user-code", "daemon"):
+        assert services[name]["environment"]["SAMANTICS_DEVICE"] == "${SAMANTICS_DEVICE:-cuda}", name
+    forwarded = yaml.safe_load(PROD_INSTANCE.read_text())["run_launcher"]["config"]["env_vars"]
+    assert "SAMANTICS_DEVICE" in forwarded
+    assert _env_example()["SAMANTICS_DEVICE"] == "cuda"
+    env = yaml.safe_load(HELM_VALUES.read_text())["dagster-user-deployments"]["deployments"][0]["env"]
+    assert {"name": "SAMANTICS_DEVICE", "value": "cuda"} in [{k: e[k] for k in ("name", "value")} for e in env]

@@ -170,10 +170,55 @@ class LoadedSam3:
     compiled: bool = False  # then callers pad the last pair chunk so the heads see one shape
 
 
-def _resolve_device(device: str) -> torch.device:
+class DeviceUnavailableError(RuntimeError):
+    """The configured device is not there. Raised when a run starts, before any model work: a
+    production run that asked for ``cuda`` must not label at CPU speed, for days, in silence."""
+
+
+DEVICE_HELP = ("set the sam3 resource's device (SAMANTICS_DEVICE) to 'auto' to use a GPU only when one is "
+               "visible, or 'cpu' to label on the CPU knowingly (tens of times slower)")
+
+
+def check_device(device: str) -> torch.device:
+    """The torch device for ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``), or an error that names the fix.
+
+    ``auto`` takes the first CUDA device if torch sees one, else the CPU: for the demo and laptops.
+    ``cuda`` is for production, where a missing GPU is a broken deployment (a container started
+    without its GPU, a driver mismatch, a CPU-only torch wheel), not a reason to go slow.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if not torch.cuda.is_available():
+        import os
+
+        if torch.version.cuda is None:
+            why = f"this torch ({torch.__version__}) is a CPU-only build: install a CUDA build of torch"
+        else:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            why = (f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU"
+                   + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+                   + ": start the run's container with its GPU (docker: `--gpus all` or the compose service's "
+                     "`deploy.resources.reservations.devices`; Kubernetes: an `nvidia.com/gpu` limit) and check "
+                     "that `nvidia-smi` works inside it")
+        raise DeviceUnavailableError(f"device {device!r} asked for, but no CUDA device is visible: {why}; "
+                                     f"or {DEVICE_HELP}.")
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise DeviceUnavailableError(f"device {device!r} asked for, but torch sees {count} CUDA device(s) "
+                                     f"(cuda:0..cuda:{count - 1}): pick one of those, or {DEVICE_HELP}.")
+    return dev
+
+
+def _resolve_device(device: str) -> torch.device:
+    return check_device(device)
 
 
 def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

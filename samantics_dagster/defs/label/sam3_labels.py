@@ -162,7 +162,9 @@ def sam3_labels(
             "postprocess_not_hidden_s": round(result.post_wait_seconds, 2),
             "stage_seconds": MetadataValue.json({k: round(v, 2) for k, v in result.stage_seconds.items()}),
             "slowest_stage": result.slowest_stage,
-            "device": gpu,
+            "device": gpu,  # what `auto` picked, or the GPU `cuda` named
+            "device_requested": sam3.device,
+            "dtype": str(loaded.dtype).removeprefix("torch."),
             **({"device_lease": f"{lease.device} ({lease.slot.key})"} if (lease := held_lease()) else {}),
             "model_fingerprint": loaded.fingerprint,
             "queries_fingerprint": queries.fingerprint(),

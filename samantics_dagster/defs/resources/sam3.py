@@ -26,7 +26,10 @@ class Sam3Resource(ConfigurableResource):
 
     model_cache: str
     repo_id: str = Field("facebook/sam3", description="Hugging Face repo id to look for inside MODEL_CACHE.")
-    device: str = Field("auto", description="auto = cuda if present, else cpu.")
+    device: str = Field("auto", description=(
+        "cuda (production: a run fails at start, naming the fix, if no GPU is visible), cuda:N, cpu, or "
+        "auto = cuda if visible, else cpu (the demo; the run's metadata says which it picked). "
+        "Deployments set it with SAMANTICS_DEVICE."))
     dtype: str = Field("auto", description="auto = bfloat16 on cuda, float32 on cpu.")
     compile: bool = Field(False, description="torch.compile the sub-networks (static shapes; long runs only).")
     _instance: "DagsterInstance | None" = PrivateAttr(default=None)
@@ -34,7 +37,15 @@ class Sam3Resource(ConfigurableResource):
     _log: "Callable[[str], None]" = PrivateAttr(default=print)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        """Remember the instance (the ``gpu`` pool is sized through it) and the run (named in the device lease)."""
+        """Checks the device when a run's labelling step starts, before reading any image or weight: a run
+        that asked for ``cuda`` on a machine without one fails here in seconds, saying how to fix it. Also
+        remembers the instance (the ``gpu`` pool is sized through it) and the run (named in the device lease)."""
+        from samantics_dagster.core.label.model import check_device
+
+        picked = check_device(self.device)
+        if self.device == "auto" and picked.type == "cpu" and context.log is not None:
+            context.log.warning("sam3 device 'auto': no CUDA device visible, labelling on the CPU (slow). "
+                                "Production deployments set SAMANTICS_DEVICE=cuda so this fails instead.")
         self._instance = context.instance
         self._owner = f"run {context.run.run_id}" if context.run is not None else "a Dagster process"
         if context.log is not None:
