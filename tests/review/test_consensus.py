@@ -7,10 +7,12 @@ from pycocotools import mask as mask_utils
 from samantics_dagster.core.label.masks import coco_rle, json_rle
 from samantics_dagster.core.review.consensus import (
     Annotation,
+    class_summary,
     consensus,
     frame_rows,
     majority,
     pair_score,
+    person_summary,
     presence_kappa,
     reliability,
     rerequest,
@@ -103,3 +105,23 @@ def test_rerequest_asks_for_one_more_person_once_and_up_to_the_cap():
     assert rerequest(0.6, people=2, overlap=2, bound=0.5, max_people=3) is None
     assert rerequest(0.3, people=3, overlap=3, bound=0.5, max_people=3) is None
     assert rerequest(None, people=1, overlap=1, bound=0.5, max_people=3) is None
+
+
+def test_class_and_person_summaries_put_sam3_beside_the_people():
+    x = Annotation("x", 1, [box(CAR, 0, 0, 4, 4)])
+    y = Annotation("y", 2, [box(CAR, 0, 0, 4, 5)])
+    z = Annotation("z", 3, [box(PERSON, 5, 5, 9, 9)])
+    people = {10: [x, y], 11: [z]}
+    agreed = {10: consensus([x, y], {}), 11: consensus([z], {})}
+    assert agreed[10].source is x  # a tie in reliability: the earlier annotation
+    sam = {10: [box(CAR, 0, 0, 4, 4, score=0.9)], 11: []}  # SAM3 found the car exactly, missed the person
+    rows = {r["class"]: r for r in class_summary(people, {t: c.instances for t, c in agreed.items()}, sam,
+                                                  {CAR: "car", PERSON: "person"})}
+    assert rows["car"] == {"class": "car", "frames_several_people": 1, "people_agreement": 0.8, "presence_kappa": None,
+                           "people_vs_consensus": 0.9, "sam3_vs_consensus_same_frames": 1.0,
+                           "sam3_vs_consensus_all": 1.0, "frames_all": 1}
+    assert rows["person"]["people_agreement"] is None and rows["person"]["sam3_vs_consensus_all"] == 0.0
+    persons = {r["annotator"]: r for r in person_summary(people, agreed)}
+    assert persons["x"] == {"annotator": "x", "frames": 1, "frames_with_others": 1, "agreement_with_others": 0.8,
+                            "agreement_with_consensus": 1.0, "taken_whole": 1}
+    assert persons["z"]["frames_with_others"] == 0 and persons["z"]["agreement_with_consensus"] is None

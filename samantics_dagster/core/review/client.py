@@ -171,7 +171,9 @@ class LabelStudioClient:
     def set_annotations_per_task(self, project_id: int, count: int) -> dict:
         """The project's "annotations per task" (``maximum_annotations``): the overlap Label Studio gives every
         task it imports. The cohort share stays 100%: below it, every import re-draws which tasks get the overlap
-        and would undo the per-task overlaps set after it."""
+        and would undo the per-task overlaps set after it. Changing the number makes Label Studio (1.23) set
+        every task whose overlap is above 1 to it (all tasks when it becomes 1): ``send_frames`` raises the
+        audit tasks again and the next ``pull_reviews`` asks again for the frames it had sent back."""
         return self.json("PATCH", f"/api/projects/{int(project_id)}/",
                          json={"maximum_annotations": int(count), "overlap_cohort_percentage": 100})
 
