@@ -24,8 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from samantics_dagster.demo.hardcases import HARD_CLASSES, plan_hard_cases
+
 #: The classes, in the order the builder lays them out. ``photo`` (the ordinary scenes) is not one of them.
-LOW_TEXTURE_CLASSES: tuple[str, ...] = ("gradient", "sky", "fade", "wall", "blurred_object", "lowtex_pan")
+LOW_TEXTURE_CLASSES: tuple[str, ...] = ("gradient", "sky", "fade", "wall", "blurred_object", "lowtex_pan", *HARD_CLASSES)
+#: Classes whose scenes of one group are filmed in one video, in order (a camera moving sideways).
+_RUN_CLASSES = ("lowtex_pan", "offset_view")
 
 #: Well-separated base colours (RGB): walls and gradient ends are drawn from these without repeats, so two
 #: distinct flat scenes never share a colour a person could confuse.
@@ -48,6 +52,7 @@ class LowTexScene:
     canvas: str
     box: tuple[int, int, int, int]
     group: str  # scenes of one group are hard negatives of each other (kept in different videos unless a pan)
+    takes: int = 1  # frames of the scene, as a multiple of the sample's frames_per_scene
 
 
 def _linear(size: tuple[int, int], c0, c1, angle: float) -> np.ndarray:
@@ -159,6 +164,9 @@ def plan_low_texture(
     # Gradients: the first gives two crops about half overlapping (a shift of 45-55% of the width).
     for k in range(max(1, n - 1)):
         c0 = colours[(2 * k) % len(colours)]
+        if k == 0 and max(c0) - min(c0) < 30:
+            # Two crops of a grey ramp differ only in brightness, which exposure changes too: not a new view.
+            c0 = next(c for c in colours if max(c) - min(c) >= 30)
         far = [c for c in _PALETTE if sum(abs(a - b) for a, b in zip(c, c0)) >= 220]  # a visible span
         img = _gradient(rng, canvas, None, (c0, far[int(rng.integers(len(far)))]))
         if k == 0:
@@ -198,6 +206,10 @@ def plan_low_texture(
         if x + fw > canvas[0]:
             break
     add("lowtex_pan", "lt-pan-0", img, boxes)
+    # The hard cases (``hardcases.py``) from a generator of their own: the classes above stay as they were.
+    for cls, name, img, box, group, takes in plan_hard_cases(np.random.default_rng([seed, 919]), frame_size, photos, n):
+        canvases[name] = img
+        scenes.append(LowTexScene(cls, name, box, group, takes))
     return canvases, scenes
 
 
@@ -220,7 +232,7 @@ def assign_to_videos(
     cursor = 0
     for g in order:
         members = groups[g]
-        if members[0].cls == "lowtex_pan":
+        if members[0].cls in _RUN_CLASSES:
             vi = int(np.argmin([len(v[2]) for v in videos]))
             videos[vi][2].extend(members)
             home.update({m: vi for m in members})
@@ -238,7 +250,7 @@ def assign_to_videos(
     for v in videos:  # shuffle scene order within a video, keeping a pan's views consecutive and in order
         runs: list[list[LowTexScene]] = []
         for sc in v[2]:
-            if runs and sc.cls == "lowtex_pan" and runs[-1][0].cls == "lowtex_pan":
+            if runs and sc.cls in _RUN_CLASSES and runs[-1][0].group == sc.group:
                 runs[-1].append(sc)
             else:
                 runs.append([sc])

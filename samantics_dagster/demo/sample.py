@@ -72,6 +72,7 @@ class _Video:
     views: list[View]
     frames: list[_FramePlan] = field(default_factory=list)
     end_ms: int = 0
+    takes: list[int] = field(default_factory=list)  # per view: frames as a multiple of frames_per_scene
 
 
 def build_sample_workdir(
@@ -98,7 +99,9 @@ def build_sample_workdir(
     out. The defaults write 720 good frames of 143 scenes.
 
     ``low_texture`` > 0 adds the low-texture classes (:mod:`samantics_dagster.demo.lowtex`: gradients, skies,
-    fades to black, lit walls, blurred objects, a low-texture pan), about ``low_texture`` scenes per class,
+    fades to black, lit walls, blurred objects, a low-texture pan; and from :mod:`samantics_dagster.demo.hardcases`
+    vignetted walls of muted colours, dark near-uniform pairs, textured views a small offset apart and long takes
+    of walls and skies), about ``low_texture`` scenes per class,
     filmed in one more video per folder with one cross-category repeat per class; ``scene_class`` of the
     truth says each scene's class.
     """
@@ -236,7 +239,7 @@ def _plan_frames(videos: list[_Video], seed: int, frames_per_scene: int,
         for s, view in enumerate(v.views):
             if s:
                 t += int(vrng.integers(2000, 9000))  # cut to the next scene
-            for f in range(frames_per_scene):
+            for f in range(frames_per_scene * (v.takes[s] if s < len(v.takes) else 1)):
                 if f:
                     t += int(vrng.integers(200, 501))
                 rel = f"{v.source}/{v.category}/{v.video_id}_{t}.jpg"
@@ -299,7 +302,7 @@ def _add_low_texture(videos: list[_Video], photos: dict[str, Image.Image], frame
             pass
         used_ids.add(vid)
         views = [View(m.canvas, m.box) for m in members]
-        videos.append(_Video(source, category, vid, views))
+        videos.append(_Video(source, category, vid, views, takes=[m.takes for m in members]))
         for m, view in zip(members, views):
             scene_class[view.scene_id] = m.cls
     return {**photos, **canvases}

@@ -339,3 +339,58 @@ def test_signal_knobs_change_the_settings_fingerprint():
     assert DedupeSettings(signals=SignalSettings(min_structure=20)).fingerprint() != base.fingerprint()
     assert DedupeSettings(signals=SignalSettings(colour_max=20.0)).fingerprint() != base.fingerprint()
     assert DedupeSettings().fingerprint() == base.fingerprint()
+
+
+# ------------------------------------------------------------ the hard classes (demo/hardcases.py)
+
+
+def _hard_views(cls: str, seed: int = 5) -> list[Image.Image]:
+    """The sample builder's canvases of one hard class, cropped to their frame-sized views."""
+    import numpy as np
+
+    from samantics_dagster.demo.hardcases import plan_hard_cases
+    from samantics_dagster.demo.sample import load_photos
+
+    views = []
+    for c, _name, img, (x, y, w, h), _group, _takes in plan_hard_cases(np.random.default_rng(seed), (W, H),
+                                                                        load_photos(), 4):
+        if c == cls:
+            views.append(img.crop((x, y, x + w, y + h)))
+    return views
+
+
+def test_vignetted_muted_walls_a_hue_apart_are_other_scenes(dirs):
+    """The vignette decides the hash bits alike in every wall: it is no structure, and the hue tells them apart."""
+    from samantics_dagster.core.dedupe.imaging import frame_signature
+
+    walls = _hard_views("vignette_wall")
+    sig = frame_signature(jpeg_bytes(_noisy(walls[0], 1)))
+    assert sig.structure < DedupeSettings().signals.min_structure  # the vignette alone: little structure
+    workdir, dataset = dirs
+    for k, wall in enumerate(walls):
+        _write(workdir, f"yt/gym/w{k}_1000.jpg", _noisy(wall, 10 + k))
+        _write(workdir, f"yt/gym/w{k}_1400.jpg", _noisy(wall, 20 + k, dx=4))  # its own repeat
+    status = _status(_run(workdir, dataset, "gym").table)
+    assert [status[f"w{k}_1000.jpg"][0] for k in range(len(walls))] == ["accepted"] * len(walls), status
+    assert [status[f"w{k}_1400.jpg"][0] for k in range(len(walls))] == ["rejected"] * len(walls), status
+
+
+def test_textured_views_a_small_offset_apart_are_other_scenes(dirs):
+    """Adjacent crops and a stereo pair of a vignetted texture: one hash (the vignette's), other views."""
+    workdir, dataset = dirs
+    views = _hard_views("offset_view")
+    for k, view in enumerate(views):
+        _write(workdir, f"yt/gym/v{k}_1000.jpg", _noisy(view, 30 + k))
+        _write(workdir, f"yt/gym/v{k}_1400.jpg", _noisy(view, 40 + k, dx=-5))
+    status = _status(_run(workdir, dataset, "gym").table)
+    assert [status[f"v{k}_1000.jpg"][0] for k in range(len(views))] == ["accepted"] * len(views), status
+    assert [status[f"v{k}_1400.jpg"][0] for k in range(len(views))] == ["rejected"] * len(views), status
+
+
+def test_two_dark_near_uniform_frames_are_other_scenes(dirs):
+    workdir, dataset = dirs
+    darks = _hard_views("dark_flat")
+    for k, dark in enumerate(darks):
+        _write(workdir, f"vm/street/d{k}_1000.jpg", _noisy(dark, 50 + k))
+    status = _status(_run(workdir, dataset, "street").table)
+    assert all(s[0] == "accepted" for s in status.values()), status

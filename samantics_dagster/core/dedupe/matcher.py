@@ -27,9 +27,16 @@ from samantics_dagster.core.dataset.schema import DedupeReason
 from samantics_dagster.core.dedupe.imaging import FrameDecodeError, frame_signature, grey_for_matching
 from samantics_dagster.core.dedupe.orb import OrbFeatures, OrbSettings, OrbVerdict, compare, orb_features
 from samantics_dagster.core.dedupe.settings import SignalSettings
-from samantics_dagster.core.dedupe.signals import Signature, colour_distance, phase_shift
+from samantics_dagster.core.dedupe.signals import (
+    Signature,
+    colour_distance,
+    grey_against_colour,
+    hue_difference,
+    phase_shift,
+)
 
 _MAX_VERIFY = 3  # hash candidates confirmed per frame, nearest first
+_MAX_VERIFY_LOW = 8  # the same for a frame whose hash is noise (colour + phase correlation: ~0.2 ms each)
 
 
 @dataclass(frozen=True)
@@ -111,12 +118,26 @@ class Matcher:
         cd = colour_distance(a, b)
         if cd > self.signals.colour_max:
             return OrbVerdict(False, f"colour {cd:.1f}")
+        if (hue := hue_difference(a, b, self.signals.min_chroma)) > self.signals.max_hue_deg:
+            return OrbVerdict(False, f"colour {cd:.1f}, hue {hue:.0f} deg apart")
+        if grey_against_colour(a, b, 2 * self.signals.min_chroma):
+            # Colour distance compares a greyscale frame by its greys (a grey copy of a photo); with no grey
+            # layout to vouch for it, a grey flat frame and a tinted one are other scenes.
+            return OrbVerdict(False, f"colour {cd:.1f}, grey against colour")
         if min(a.texture, b.texture) < self.signals.min_texture:  # nothing to lock on to: a close colour decides
             return OrbVerdict(cd <= self.signals.colour_max / 2, f"flat, colour {cd:.1f}, no texture")
-        shift, response = phase_shift(a, b)
+        ratio = max(a.texture, b.texture) / min(a.texture, b.texture)
+        if ratio > self.signals.max_texture_ratio:  # one has far more detail than the other: other content
+            return OrbVerdict(False, f"flat, colour {cd:.1f}, texture {a.texture:.1f} vs {b.texture:.1f}")
+        shift, response = phase_shift(a, b, prefer_within=self.orb.max_shift)
         if response < self.signals.min_response:  # something there, but no shift lines it up: other content
             return OrbVerdict(False, f"flat, colour {cd:.1f}, no shift lock ({response:.2f})")
         return OrbVerdict(shift <= self.orb.max_shift, f"flat, colour {cd:.1f}, shift {shift:.3f}")
+
+    def _same_colour(self, a: Signature, b: Signature) -> bool:
+        """The colour test of structured frames: close thumbnails and, where both have one, the same hue."""
+        return (colour_distance(a, b) <= self.signals.structured_colour_max
+                and hue_difference(a, b, self.signals.min_chroma) <= self.signals.max_hue_deg)
 
     def push(self, video: tuple, cand: Candidate) -> None:
         self.windows[video].append(cand)
@@ -126,15 +147,18 @@ class Matcher:
         """``(reason, dup_of, detail)`` for a duplicate, None for a new scene. ``candidates`` are the hash
         matches nearest first. Raises ``OSError``/``FrameDecodeError`` when the frame can't be read for ORB."""
         low = sig.structure < self.signals.min_structure
-        top = candidates[:_MAX_VERIFY]
+        top = candidates[:_MAX_VERIFY_LOW if low else _MAX_VERIFY]
         for c in top:
             if c.distance is None or c.distance > hash_final or low:
                 break
             csig = self.signature_of(c)
-            if csig is not None and csig.structure >= self.signals.min_structure:
-                cd = colour_distance(csig, sig)
-                if cd <= self.signals.structured_colour_max:
-                    return DedupeReason.DHASH, c.label, f"hamming {c.distance}, colour {cd:.1f}"
+            if csig is not None and csig.structure >= self.signals.min_structure and self._same_colour(csig, sig):
+                # The hash can't see a small offset of textured content (an adjacent crop, a stereo view):
+                # a shift phase correlation locks on to and finds larger than jitter sends it to ORB.
+                shift, response = phase_shift(csig, sig)
+                if response < self.signals.min_response or shift <= self.orb.max_shift:
+                    cd = colour_distance(csig, sig)
+                    return DedupeReason.DHASH, c.label, f"hamming {c.distance}, colour {cd:.1f}, shift {shift:.3f}"
         if low:
             window = list(reversed(self.windows[video])) if use_orb else []
             for c in top + window:
@@ -150,12 +174,22 @@ class Matcher:
             if other is None:
                 continue
             csig = self.signature_of(c)
-            if csig is not None and colour_distance(csig, sig) > self.signals.structured_colour_max:
+            if csig is not None and not self._same_colour(csig, sig):
                 continue  # the grey layout may agree; the colours say it is another scene
             flat = (lambda cs=csig: self.flat_verdict(cs, sig)) if csig is not None else None
             v = compare(other, feats, self.orb, self.bf, flat=flat)
             if v.duplicate:
                 return _verdict(c, v.why)
+            if csig is not None and (locked := self._locked(csig, sig)) is not None:
+                return _verdict(c, f"{v.why}; {locked}")
+        return None
+
+    def _locked(self, a: Signature, b: Signature) -> str | None:
+        """Phase correlation locks hard at a jitter's shift: the same content in the same place, where ORB
+        could not fit a geometry (a fine repeated texture gives ambiguous matches)."""
+        shift, response = phase_shift(a, b)
+        if response >= self.signals.lock_response and shift <= self.orb.max_shift:
+            return f"phase lock {response:.2f} at shift {shift:.3f}"
         return None
 
 

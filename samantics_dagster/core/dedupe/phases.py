@@ -100,7 +100,7 @@ class HashMatches:
     codes: np.ndarray
     position: dict[int, int]                # id(frame) -> index in ``hashed``
     neighbours: dict[int, list[int]]        # index -> indices of new frames within the verify radius
-    near_store: dict[int, tuple[str, int]]  # id(frame) -> (nearest accepted store hash, its distance)
+    near_store: dict[int, list[tuple[str, int]]]  # id(frame) -> [(accepted store hash, its distance)], nearest first
     prefetch: set[int]                      # ids of frames that surely go to ORB
 
 
@@ -114,7 +114,9 @@ def search_hashes(todo: list[Frame], store: ImageStore, released: set[str], sett
     verify_radius = max(settings.dhash_verify_threshold, settings.dhash_threshold) if settings.use_orb \
         else settings.dhash_threshold
     store_pos, store_dist = index.nearest_within(codes, verify_radius)
-    near_store = {id(f): (store_hashes[p], int(d)) for f, p, d in zip(hashed, store_pos, store_dist) if p >= 0}
+    near_store = {id(f): [(store_hashes[p], int(d))] for f, p, d in zip(hashed, store_pos, store_dist) if p >= 0}
+    if settings.use_orb:
+        _more_for_low_structure(hashed, codes, store_hashes, LOW_STRUCTURE_RADIUS, settings, near_store)
     position = {id(f): i for i, f in enumerate(hashed)}
     neighbours: dict[int, list[int]] = defaultdict(list)
     pairs = np.asarray(pairs_within(codes, verify_radius)).reshape(-1, 2)
@@ -123,6 +125,31 @@ def search_hashes(todo: list[Frame], store: ImageStore, released: set[str], sett
         neighbours[int(j)].append(int(i))
     prefetch = _needs_orb(hashed, codes, pairs, near_store, settings)
     return HashMatches(hashed, codes, position, neighbours, near_store, prefetch)
+
+
+#: Store candidates of a frame whose hash carries little structure: its hash is noise, so the nearest stored
+#: hash is as likely another smooth scene (every vignetted wall hashes alike) as its own repeat.
+LOW_STRUCTURE_CANDIDATES = 8
+#: ... and the radius they are searched in: such hashes wander 8-14 bits between frames of one smooth scene.
+LOW_STRUCTURE_RADIUS = 16
+
+
+def _more_for_low_structure(hashed: list[Frame], codes: np.ndarray, store_hashes: list[str], radius: int,
+                            settings: DedupeSettings, near_store: dict[int, list[tuple[str, int]]]) -> None:
+    """Up to ``LOW_STRUCTURE_CANDIDATES`` nearest store hashes within ``radius`` for each low-structure frame
+    (a scan of the store per such frame: a few ms at a million hashes)."""
+    low = [i for i, f in enumerate(hashed) if f.sig is not None and f.sig.structure < settings.signals.min_structure]
+    if not low or not store_hashes:
+        return
+    store = np.array([int(h, 16) for h in store_hashes], dtype=np.uint64)
+    k = min(LOW_STRUCTURE_CANDIDATES, store.size)
+    for i in low:
+        d = np.bitwise_count(store ^ codes[i])
+        near = np.argpartition(d, k - 1)[:k] if k < store.size else np.arange(store.size)
+        near = near[d[near] <= radius]
+        if near.size:
+            order = near[np.lexsort((near, d[near]))]
+            near_store[id(hashed[i])] = [(store_hashes[int(p)], int(d[p])) for p in order]
 
 
 def _hashed(frame: Frame) -> tuple[str, Signature]:
@@ -206,8 +233,7 @@ class Decider:
         close = sorted((int(np.bitwise_count(m.codes[me] ^ m.codes[j])), j)
                        for j in m.neighbours.get(me, ()) if self.accepted_new.get(j))
         scored = [(d, Candidate(d, m.hashed[j].row["dhash"], m.hashed[j].path, m.hashed[j].sig)) for d, j in close]
-        if id(frame) in m.near_store:
-            h, d = m.near_store[id(frame)]
+        for h, d in m.near_store.get(id(frame), ()):
             scored.append((d, Candidate(d, h, self.store.path_for(h))))
         scored.sort(key=lambda dc: dc[0])  # stable: ties keep the order above
         return [c for _, c in scored]
@@ -231,7 +257,7 @@ def _needs_orb(hashed: list[Frame], codes: np.ndarray, pairs: np.ndarray, near_s
     are computed ahead on a thread pool (OpenCV releases the GIL), which is where phase 3 spends its time."""
     if not settings.use_orb:
         return set()
-    maybe_final = {i for i, f in enumerate(hashed) if id(f) in near_store and near_store[id(f)][1] <= settings.dhash_threshold}
+    maybe_final = {i for i, f in enumerate(hashed) if id(f) in near_store and near_store[id(f)][0][1] <= settings.dhash_threshold}
     if len(pairs):
         close = np.bitwise_count(codes[pairs[:, 0]] ^ codes[pairs[:, 1]]) <= settings.dhash_threshold
         maybe_final.update(pairs[close].ravel().tolist())

@@ -18,8 +18,15 @@ class SignalSettings:
     colour_max: float = 11.0     # mean |RGB difference| of 16x9 thumbnails (grey levels) still "same scene"
     structured_colour_max: float = 22.0  # the same, where the hash or ORB also vouch for the grey layout
     min_response: float = 0.15   # phase-correlation peak below which no shift explains the pair: different
-    min_texture: float = 0.7     # grey std left after taking a plane away, below which there is nothing to
-                                 # lock on to (pure gradients measure 0.3-0.5, lit walls 0.8-1.1, skies >= 1)
+    min_texture: float = 0.7     # grey std left after taking a quadratic surface away, below which there is
+                                 # nothing to lock on to (pure gradients measure 0.3-0.5, lit walls 0.8-1.1)
+    max_texture_ratio: float = 1.6  # two frames of one smooth scene carry alike detail (jitter, noise and blur
+                                    # move the texture measure by < 30%); a dim page is not a dark glow
+    lock_response: float = 0.6  # a phase-correlation peak this high at a jitter's shift is the same frame, where
+                                 # ORB fits no geometry (fine repeated texture)
+    min_chroma: float = 3.0      # mean opponent colour (grey levels) a frame needs for its hue to count
+    max_hue_deg: float = 20.0    # mean hues further apart than this are other scenes, however close the
+                                 # colour distance (muted walls 60 degrees apart differ by a few grey levels)
 
 
 
