@@ -250,7 +250,7 @@ class Decider:
         return True
 
 
-def _needs_orb(hashed: list[Frame], codes: np.ndarray, pairs: np.ndarray, near_store: dict[int, tuple[str, int]],
+def _needs_orb(hashed: list[Frame], codes: np.ndarray, pairs: np.ndarray, near_store: dict[int, list[tuple[str, int]]],
                settings: DedupeSettings) -> set[int]:
     """Frames (by ``id``) that will go to ORB whatever is accepted before them: structured (so not judged
     by colour + shift alone) and with no hash neighbour close enough to be a final match. Their features
