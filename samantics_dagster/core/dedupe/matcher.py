@@ -63,6 +63,9 @@ class Matcher:
         self.feats: OrderedDict[Path, OrbFeatures | None] = OrderedDict()
         self.sigs: OrderedDict[Path, Signature | None] = OrderedDict()
         self.cache_size = cache_size
+        #: the nearest hash distance at or under the final threshold that the offset test overruled in the
+        #: last ``decide`` (None if none): a frame accepted over it was judged with a lower threshold
+        self.overruled: int | None = None
 
     def _remember(self, cache: OrderedDict, path: Path, value: object) -> None:
         cache[path] = value
@@ -146,6 +149,7 @@ class Matcher:
                *, hash_final: int, use_orb: bool) -> tuple[str, str, str] | None:
         """``(reason, dup_of, detail)`` for a duplicate, None for a new scene. ``candidates`` are the hash
         matches nearest first. Raises ``OSError``/``FrameDecodeError`` when the frame can't be read for ORB."""
+        self.overruled = None
         low = sig.structure < self.signals.min_structure
         top = candidates[:_MAX_VERIFY_LOW if low else _MAX_VERIFY]
         for c in top:
@@ -159,6 +163,7 @@ class Matcher:
                 if response < self.signals.min_response or shift <= self.orb.max_shift:
                     cd = colour_distance(csig, sig)
                     return DedupeReason.DHASH, c.label, f"hamming {c.distance}, colour {cd:.1f}, shift {shift:.3f}"
+                self.overruled = c.distance if self.overruled is None else min(self.overruled, c.distance)
         if low:
             window = list(reversed(self.windows[video])) if use_orb else []
             for c in top + window:

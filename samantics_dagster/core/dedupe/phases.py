@@ -223,6 +223,10 @@ class Decider:
             return
         if not self.dry_run and not self._store(frame, digest):
             return
+        if self.matcher.overruled is not None and row["dhash_threshold"] >= 0:
+            # A hash match this close was overruled (a small offset of textured content): the audits must
+            # judge this frame with the threshold it was really decided by.
+            row["dhash_threshold"] = min(row["dhash_threshold"], self.matcher.overruled - 1)
         row.update(status=ACCEPTED, reason=None)
         self.accepted_new[me] = True
         self.matcher.push(video, Candidate(None, row["rel_path"], frame.path, sig))
