@@ -22,6 +22,8 @@ from samantics_dagster.defs.health.dead_runs import heal
 from samantics_dagster.defs.health.lost_retries import claim, find_lost_retries
 from samantics_dagster.defs.resources.dataset import DatasetResource
 
+_JOBS = (category_pipeline.name, coco_export.name)  # what the sensor may request
+
 
 @sensor(
     name="run_health_sensor",
@@ -41,10 +43,19 @@ def run_health_sensor(context: SensorEvaluationContext, dataset: DatasetResource
     requests = []
     for lost in find_lost_retries(instance):
         claim(instance, lost)
+        if lost.job_name not in _JOBS or not lost.replaceable:
+            context.log.warning(f"run {lost.run_id} of {lost.job_name} was to be retried but Dagster launched no "
+                                "retry, and this sensor can't ask for the same run (not one of its jobs, or an op "
+                                "selection): re-execute it from the UI")
+            continue
         context.log.warning(f"run {lost.run_id} was to be retried but Dagster launched no retry: requesting a "
-                            f"new run of {lost.job_name} for {lost.partition or 'the dataset'}")
-        requests.append(RunRequest(job_name=lost.job_name, partition_key=lost.partition,
-                                   run_key=f"lost-retry:{lost.run_id}", tags=lost.tags))
+                            f"new run of {lost.job_name} for {lost.partition or 'the dataset'}, with its run config "
+                            "and selection")
+        requests.append(RunRequest(
+            job_name=lost.job_name, partition_key=lost.partition, run_key=f"lost-retry:{lost.run_id}",
+            tags=lost.tags, run_config=lost.run_config,
+            asset_selection=list(lost.asset_selection) if lost.asset_selection is not None else None,
+            asset_check_keys=list(lost.asset_check_selection) if lost.asset_check_selection is not None else None))
     if requests:
         return SensorResult(run_requests=requests)
     if not healed:
