@@ -255,6 +255,8 @@ def test_several_people_agreement_consensus_and_low_agreement_sent_back(review):
     per_class = {r["class"]: r for r in pulled["people_vs_sam3_per_class_json"]}
     assert per_class and all(r["frames_several_people"] >= 1 for r in per_class.values() if r["people_agreement"] is not None)
     assert "presence_kappa" in next(iter(per_class.values()))
+    assert all(f"p{k}-{tag}@example.com" in pulled["annotators_agreement"] for k in (1, 2))
+    assert [c.name for c in pulled["annotations_table_columns"].columns] == list(people.columns)
     # nothing new: nothing pulled twice, nothing asked twice
     again = _meta(_run(instance, ["reviewed_labels"], category, ls), "reviewed_labels")
     assert again["new_or_changed"] == 0 and again["sent_back_this_pull"] == {}

@@ -97,6 +97,9 @@ def reviewed_labels(context: AssetExecutionContext, config: ReviewedLabelsConfig
         "agreement_per_class": MetadataValue.json(per_class),
         "agreement_table": str(layout.table(REVIEW_AGREEMENT, category)),
         "annotations_table": str(layout.table(REVIEW_ANNOTATIONS, category)),
+        # the two tables written beside it have no asset of their own: their columns are shown here
+        "annotations_table_columns": MetadataValue.table_schema(column_schema(REVIEW_ANNOTATIONS)["dagster/column_schema"]),
+        "agreement_table_columns": MetadataValue.table_schema(column_schema(REVIEW_AGREEMENT)["dagster/column_schema"]),
         **table_metadata(REVIEWED_LABELS, table),
         "latest_reviews": md_table(table.sort_values("updated_at", ascending=False)[
             ["rel_path", "task_id", "annotator", "n_annotators", "consensus", "people_agreement", "sam_agreement",
