@@ -6,7 +6,7 @@ probed with the ``r // 4`` bit flips that make it exact).
 
     .venv/bin/python benchmarks/bench_hamming.py [--sizes 10000 100000 1000000] [--radii 8 10] [--quick]
 
-Bar (from the issue): all pairs within 8 among 1 M hashes in < 60 s on 2 cores, the same pairs as
+Bar: all pairs within 8 among 1 M hashes in < 60 s on 2 cores, the same pairs as
 brute force wherever both run. ``--quick`` (10 k only, well under a minute) keeps this from rotting in CI.
 """
 

@@ -9,7 +9,7 @@ is released by hand: Dagster's run monitoring / the code server fail the run, ``
 from the failed step, and the ``gpu`` slot is freed by ``free_slots_after_run_end_seconds``.
 
 Baseline, in the same run: the same category, clean (no kill), on a fresh instance of the same
-``dagster dev``-style deployment. Bar (issue 15): the killed category finishes <= 120 s after the kill
+``dagster dev``-style deployment. Bar: the killed category finishes <= 120 s after the kill
 (it took 330 s with ``free_slots_after_run_end_seconds: 300``). ``--quick``: one measurement, as CI.
 """
 

@@ -1,7 +1,7 @@
 """SAM3 labelling: the host half (RLE) and end-to-end throughput, each against its named baseline, same run.
 
 Part 1, post-processing host CPU per image (720p, 50 and 100 instances, blob masks):
-* baseline "pycocotools": what the CPU path (and the pipeline before issue 13) does: full-resolution
+* baseline "pycocotools": what the CPU path (and the pipeline before the device path) does: full-resolution
   masks on the host, ``pycocotools.mask.encode`` + areas, then the cross-prompt NMS.
 * "device path": run lengths computed by torch where the masks are (``rle_torch.mask_runs``), only
   they copied back, the host compressing them into COCO strings (pycocotools ``frPyObjects``), then

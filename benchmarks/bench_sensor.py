@@ -14,7 +14,7 @@ Baseline, in the same run: a naive tick that lists every file every time, once w
 only) and once with ``os.scandir`` + ``stat`` of every frame (what the cursor scan learns about a
 changed folder: count and newest mtime). "cold" means an empty cursor, not a cold page cache.
 
-Bar (from the issue): a tick far inside Dagster's 60 s default sensor timeout -- cold in seconds, warm
+Bar: a tick far inside Dagster's 60 s default sensor timeout -- cold in seconds, warm
 in milliseconds. ``--quick`` (20 k files) keeps this from rotting in CI.
 """
 

@@ -76,8 +76,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     dataset_dir = Path(args.dataset_dir)
     for path in write_starter(dataset_dir):
         print(f"wrote {path}")
-    print("next: edit coco-spec.json (your classes) and sam-queries.yaml (what SAM3 is asked), "
-          f"then set DATASET_DIR={dataset_dir.resolve()} (README: Using it on your data)")
+    print("next: edit coco-spec.json (your classes) and sam-queries.yaml (what SAM3 is asked); the pipeline "
+          f"reads them from DATASET_DIR={dataset_dir.resolve()} (README: Using it on your data)")
     return 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU check for issue 13: benchmarks/bench_sam3.py --full on the H200 machine, < 8 min.
+# One prepared GPU check: benchmarks/bench_sam3.py --full on the H200 machine, < 8 min.
 #
 #   here:      scripts/gpu/fetch_wheels.sh          # once: cp312 wheels into scripts/gpu/wheels/ (git-ignored)
 #   device:    run(command="bash scripts/gpu/run_h200.sh", carry=["scripts/gpu/wheels"], timeout_s=540)

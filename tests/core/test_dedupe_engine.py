@@ -261,7 +261,7 @@ def test_the_store_never_holds_bytes_other_than_the_ones_hashed(dirs):
     assert second.copied == 0 and not stored.exists()
 
 
-# ------------------------------------------------------------ low-texture frames (issue 12)
+# ------------------------------------------------------------ low-texture frames
 
 
 def _smooth(c0, c1, noise_seed: int, dx: int = 0) -> Image.Image:
@@ -295,7 +295,7 @@ def _noisy(img: Image.Image, seed: int, dx: int = 0) -> Image.Image:
 
 
 def test_unrelated_smooth_frames_are_not_merged_on_the_hash(dirs):
-    """Class 1 of issue 12: a colour gradient and a dark-blue sky share a near-constant dhash; colour tells."""
+    """Low-texture class 1: a colour gradient and a dark-blue sky share a near-constant dhash; colour tells."""
     workdir, dataset = dirs
     _write(workdir, "yt/gym/aaa_1000.jpg", _smooth((200, 60, 50), (230, 200, 70), 1))
     _write(workdir, "vm/street/bbb_1000.jpg", _smooth((8, 14, 48), (40, 70, 130), 2))

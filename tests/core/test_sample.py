@@ -563,7 +563,7 @@ def test_score_of_the_real_sample(sample: tuple[Path, SampleTruth]) -> None:
     assert everything.removed_fraction == 0.0 and everything.scene_recall == 1.0
 
 
-# ------------------------------------------------------------------- low-texture classes (issue 12)
+# ------------------------------------------------------------------- low-texture classes
 
 
 @pytest.mark.parametrize("seed", [3, 11])

@@ -1,8 +1,8 @@
 """The code location's names, compared with a committed snapshot (``definitions_snapshot.json``).
 
 Asset keys, partitions, jobs, schedules, sensors and check names are what other tools rely on: run
-configs, backfill scripts, the UI's bookmarks, sensors' cursors and run keys, and ``../shared/DESIGN.md``
-beside the repository. A change to any of them must be deliberate, so this test fails on any difference
+configs, backfill scripts, the UI's bookmarks, sensors' cursors and run keys, and ``docs/design.md``'s
+list of names. A change to any of them must be deliberate, so this test fails on any difference
 and says how to refresh the snapshot:
 
     SAMANTICS_UPDATE_SNAPSHOT=1 .venv/bin/python -m pytest -q tests/defs/test_definitions_snapshot.py
@@ -147,7 +147,7 @@ def test_definitions_match_the_snapshot():
         f"the definitions no longer match {SNAPSHOT.relative_to(REPO)} (names other tools rely on):\n  "
         + "\n  ".join(diff)
         + f"\nIf the change is deliberate, refresh it with `{REFRESH}`, review the diff, and update "
-          "../shared/DESIGN.md's list of names where it names them."
+          "docs/design.md's list of names where it names them."
     )
 
 

@@ -1,5 +1,5 @@
-"""Docstrings point at design notes that exist under docs/ (``../shared`` is beside the repository, not in
-a clone, so its citations are not checked here)."""
+"""The docs stand on their own in a clone: docstrings point at notes that exist under docs/, and no file of the
+project cites a folder outside the repository or a tracker's issue numbers."""
 
 import re
 from pathlib import Path
@@ -23,3 +23,56 @@ def test_every_note_is_cited_by_its_module():
     notes = {f"docs/{p.name}" for p in (REPO / "docs").glob("*.md") if p.name != "README.md"}
     assert notes <= cited, f"notes no module points at: {sorted(notes - cited)}"
     assert notes, "docs/ holds no notes"
+
+
+# What a clone of the repository holds: everything a user reads or runs. None of it may point outside the
+# clone (a design folder beside the repository) or at a tracker's numbers, which a user cannot follow.
+STANDALONE = ["samantics_dagster", "tests", "benchmarks", "scripts", "docs", "deploy", "docker", "README.md",
+              "Makefile", "pyproject.toml", "docker-compose.yml", "dagster.yaml", "workspace.yaml", ".env.example"]
+OUTSIDE = re.compile(r"\.\./shared|/work/shared|\bshared/(?:DESIGN|notes)", re.IGNORECASE)
+TRACKER = re.compile(r"\bissues?\s*#?\d+|\b(?:this|from the|before the) issue\b|(?<![\w/.-])#\d+\b", re.IGNORECASE)
+
+
+def _project_text_files() -> list[Path]:
+    files = []
+    for entry in STANDALONE:
+        path = REPO / entry
+        for p in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if p.is_file() and p.resolve() != Path(__file__).resolve() and "__pycache__" not in p.parts:
+                try:
+                    p.read_text(encoding="utf-8")
+                except (UnicodeDecodeError, OSError):
+                    continue  # images, wheels: not text
+                files.append(p)
+    return files
+
+
+def _citations(files: list[Path]) -> list[str]:
+    found = []
+    for p in files:
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            for m in [*OUTSIDE.finditer(line), *TRACKER.finditer(line)]:
+                found.append(f"{p.relative_to(REPO) if p.is_relative_to(REPO) else p.name}:{n}: {m.group(0)!r}")
+    return found
+
+
+def test_nothing_cites_a_folder_outside_the_clone_or_a_tracker_number():
+    files = _project_text_files()
+    assert len(files) > 100 and REPO / "README.md" in files
+    found = _citations(files)
+    assert not found, "cite docs/ or the code instead (a clone has neither ../shared nor the tracker): " + "; ".join(found)
+
+
+def test_the_citation_check_finds_each_kind(tmp_path):
+    cases = {"a.py": "# see ../shared/DESIGN.md", "b.md": "the code before issue 12", "c.py": "# fixed in #26",
+             "d.sh": "# Bar (from the issue): fast", "e.md": "ultralytics#26194 and a colour #1f77b4 are fine"}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text + "\n")
+    found = " ".join(_citations(sorted(tmp_path.iterdir())))
+    assert all(name in found for name in ["a.py", "b.md", "c.py", "d.sh"]) and "e.md" not in found
+
+
+def test_readme_and_docs_index_link_the_design_note():
+    assert (REPO / "docs" / "design.md").is_file()
+    assert "docs/design.md" in (REPO / "README.md").read_text()
+    assert "(design.md)" in (REPO / "docs" / "README.md").read_text()

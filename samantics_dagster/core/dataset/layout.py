@@ -1,4 +1,4 @@
-"""Every path under ``DATASET_DIR``, built in one place (``../shared/DESIGN.md``, "Dataset layout").
+"""Every path under ``DATASET_DIR``, built in one place (``docs/design.md``, "The dataset folder").
 
 Other tools rely on these paths (trainers read ``coco/``, the old scripts ``labels.jsonl``), so nothing else
 in the package joins a dataset path by hand: it asks a :class:`DatasetLayout`.

@@ -1,7 +1,7 @@
 """Near-duplicate test between frames of one video: ORB matches *and* a geometric check.
 
-The good-match ratio alone can't tell a 4 px jitter from a 200 px pan (both ~0.85 on a pan, see
-../shared/notes/dedupe-and-coco.md beside the repository), so a pair is a duplicate only if a RANSAC similarity fit on the
+The good-match ratio alone can't tell a 4 px jitter from a 200 px pan (both ~0.85 on a pan, measured on
+the sample's pans), so a pair is a duplicate only if a RANSAC similarity fit on the
 matches explains most of them with a small motion: little shift of the frame centre, little zoom,
 little rotation. A 64x64 normalised thumbnail difference screens out clearly different pairs first,
 which is ~100x cheaper than matching.

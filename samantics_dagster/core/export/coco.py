@@ -7,7 +7,7 @@ and come from a hash of the dhash, because dhashes themselves cluster (low-textu
 and their leading bits would collide. A collision, about 1 in 20 000 at a million images, moves the later
 dhash to the next free id; ``validate_coco`` checks uniqueness either way.
 
-Pitfalls this module exists to avoid (``../shared/notes/dedupe-and-coco.md`` beside the repository): RLE ``counts`` must be str for
+Pitfalls this module exists to avoid (each one a trainer or an evaluator trips over): RLE ``counts`` must be str for
 JSON; ``iscrowd`` must be 0 or trainers ignore the object; ``area`` is the mask's, as COCOeval buckets by it;
 boxes must lie inside the image and have w, h ≥ 1 or MMDetection drops them; category ids keep their gaps.
 """
@@ -57,7 +57,7 @@ def _unique(ids: Iterable[tuple[K, int]], taken: set[int]) -> dict[K, int]:
 class JsonInstances(Sequence[dict]):
     """A frame's instances kept as their JSON text and parsed each time they are read.
 
-    A curated 100 k-frame partition held as parsed dicts took 1.6 GB on top of its tables (issue 14); as
+    A curated 100 k-frame partition held as parsed dicts took 1.6 GB on top of its tables; as
     text it costs what the sam3_labels table's column already holds, and the writer parses one frame at a
     time. ``len`` needs no parse."""
 

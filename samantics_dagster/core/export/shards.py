@@ -2,7 +2,7 @@
 (``coco/{split}.json``) hold exactly them.
 
 At a million images each merged file is gigabytes; rewriting it after every category is what made adding
-one category cost the whole dataset (issue 14). The per-category files are the export's unit of change:
+one category cost the whole dataset (benchmarks/bench_scale.py measures both). The per-category files are the export's unit of change:
 this manifest is rebuilt from their byte indexes (counts and ids, no parsing) in O(categories), and the
 single files are rewritten only when :func:`single_files_due` says so: every time for a dataset of at most
 ``max_images`` images (small datasets keep current single files after each category, as before), otherwise

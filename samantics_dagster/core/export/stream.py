@@ -1,7 +1,7 @@
 """COCO files written and merged as streams: no whole COCO dict, no whole file in memory.
 
 At a million images the merged ``coco/train.json`` is ~8 GB; ``json.load`` of every category's file and
-``json.dump`` of the merge needed ~19 GB (issue 14). Here:
+``json.dump`` of the merge needed ~19 GB (benchmarks/bench_scale.py). Here:
 
 - ``write_coco_stream`` writes the header, then one image or annotation at a time, byte-identical to
   ``json.dump(obj, separators=(",", ":"))`` of the same dict (each item is encoded by the same encoder);

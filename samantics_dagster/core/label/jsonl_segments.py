@@ -1,7 +1,7 @@
 """labels.jsonl built from per-category segments (``.index/labels/{category}.jsonl``, ``DatasetLayout``).
 
 Rebuilding labels.jsonl from every sam3_labels table after each category's run held the whole dataset's
-records in memory (4.9 GB at 200 k images, issue 14). Now each category's records are written once to its
+records in memory (4.9 GB at 200 k images, measured with benchmarks/bench_scale.py). Now each category's records are written once to its
 segment, with a sidecar holding the (size, mtime_ns) of the table it came from; a run rebuilds only the
 segments whose table changed or went away, then writes labels.jsonl by copying the segments in category
 order in the kernel (``os.sendfile``): the same bytes as ``write_jsonl(labels_jsonl_records(tables))``.

@@ -5,7 +5,8 @@ image batch, so K prompts on one image would otherwise mean K full forwards, eac
 ViT (5.6 TFLOP/image, against 0.42 TFLOP per (image, prompt) for the heads). Here the vision
 encoder runs once per image batch, the text encoder once per prompt list, and only the DETR +
 mask heads run per (image, prompt) pair, over fixed-size chunks of pairs built with
-``index_select``. This matches per-pair forwards to ~1e-8 (``../shared/notes/sam3.md`` beside the repository, §1.5).
+``index_select``. This matches per-pair forwards to ~1e-8 on the full-size model (``tests/core/test_sam3_model.py``
+compares them on the tiny one).
 
 Post-processing follows HF's ``post_process_instance_segmentation`` except where it is wasteful:
 scores are thresholded first and only the kept masks are upsampled; logits are interpolated and

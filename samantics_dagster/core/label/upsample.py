@@ -1,7 +1,7 @@
 """Kept SAM3 masks to full resolution in chunks sized to a device-memory budget, then RLE or host copy.
 
 Why chunks: upsampling every kept mask of a frame at once is a memory trap. Ultralytics measured 60 GB
-for a 12000x6000 frame with 157 instances as one float32 tensor (ultralytics#26194, fixed in #26200
+for a 12000x6000 frame with 157 instances as one float32 tensor (ultralytics#26194, fixed in ultralytics#26200
 with chunks: 17.6 GB, bit-identical). Each mask is upsampled independently (bilinear over its own
 logits), so the chunk size cannot change the result; ``tests/core/test_upsample.py`` checks it.
 
