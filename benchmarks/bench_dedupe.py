@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -123,6 +124,7 @@ def run_imagededup(workdir: Path, truth: SampleTruth, method: str) -> dict[int, 
     except ImportError:
         return None
     logging.disable(logging.INFO)  # imagededup logs every step at INFO on its own handlers
+    warnings.filterwarnings("ignore", message="Parameter num_enc_workers has no effect")
     # imagededup crashes on non-UTF-8 file names, so it gets the sample's good frames under plain names.
     flat = Path(tempfile.mkdtemp(prefix="bench-peer-"))
     names = {}

@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--low-texture", type=int, default=0, metavar="N",
                    help="add N scenes of each low-texture class (gradients, skies, fades, walls, blurred objects, "
-                        "pans), repeated across videos, categories and sources; the truth names each scene's class")
+                        "pans, vignetted muted walls, dark near-uniform pairs, textured views a small offset apart, long "
+                        "takes), repeated across videos, categories and sources; the truth names each scene's class")
     p.set_defaults(func=cmd_make_sample)
 
     p = sub.add_parser("demo", help="build a sample, run the pipeline on every category, serve the Dagster UI")
