@@ -41,7 +41,7 @@ def no_near_duplicates_accepted(context: AssetCheckExecutionContext, dataset: Da
     return AssetCheckResult(
         passed=violations.empty,
         severity=AssetCheckSeverity.WARN,
-        metadata={"accepted_in_partition": n_accepted, "violations": len(violations), "examples": md_table(violations)},
+        metadata={"accepted_in_partition": n_accepted, "violations": len(violations), "examples": md_table(violations.examples)},
     )
 
 
@@ -60,5 +60,5 @@ def coco_dataset_no_near_duplicates(context: AssetCheckExecutionContext, dataset
         passed=violations.empty,
         severity=AssetCheckSeverity.WARN,
         metadata={"scope": "all pairs", "accepted_in_dataset": n_accepted, "violations": len(violations),
-                  "examples": md_table(violations)},
+                  "examples": md_table(violations.examples)},
     )

@@ -90,10 +90,10 @@ def test_partition_audit_finds_exactly_the_full_audits_pairs_that_involve_the_pa
     thresholds = rng.choice([0, 1, 4], size=len(hexes))
     tables = {c: _deduped(hexes[i::3], thresholds[i::3], c) for i, c in enumerate(("a", "b", "c"))}
     full = near_duplicate_violations(tables)
-    assert len(full)  # the planted pairs are found
+    assert len(full) and len(full.examples) == full.total  # the planted pairs are found, all spelled out
     for c in tables:
-        pairs = {frozenset(p) for p in zip(full["a"], full["b"]) if any(x.startswith(f"{c}:") for x in p)}
-        got = partition_violations(tables, c)
+        pairs = {frozenset(p) for p in zip(full.examples["a"], full.examples["b"]) if any(x.startswith(f"{c}:") for x in p)}
+        got = partition_violations(tables, c).examples
         assert {frozenset(p) for p in zip(got["a"], got["b"])} == pairs
 
 
