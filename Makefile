@@ -68,3 +68,4 @@ bench: venv
 	$(BIN)/python benchmarks/bench_split.py
 	$(BIN)/python benchmarks/bench_scale.py --sizes 10000
 	$(BIN)/python benchmarks/bench_run_healing.py
+	$(BIN)/python benchmarks/bench_audit_memory.py
