@@ -56,8 +56,8 @@ test-fast: venv
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra -m "not slow" --durations=15
 
 # Every benchmark the README quotes a figure from, each printing its table against its baseline in the same
-# run (README "Benchmarks"). bench_scale runs at 10 k images here (5.5 min on a shared 2-core machine; 100 k
-# takes far longer); the README's 1 M rows are `bench_scale.py --sizes 1000000` by hand (~20 GB of disk), its
+# run (README "Benchmarks"). bench_scale runs at 10 k images here (5.5 min on a shared 2-core machine; its
+# default, 100 k, was not timed); the README's 1 M rows are `bench_scale.py --sizes 1000000` by hand (~20 GB of disk), its
 # SAM3 bars `bench_sam3.py --full` on a GPU. bench_sensor builds its 1 M empty files once and reuses them.
 bench: venv
 	$(BIN)/pip install --quiet -e ".[bench]"

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks.coco_reference: the baseline merge
+
 RLE_POOL = 64
 W, H = 640, 480
 NEW_CATEGORY = "zz_new"
@@ -52,6 +54,7 @@ def _rle_pool(rng: np.random.Generator) -> list[dict]:
 
 def _write_category(root: Path, category: str, n: int, start: int, pool: list[dict], rng: np.random.Generator) -> None:
     from samantics_dagster.core.curate.split_index import load_split_index, replace_category
+    from samantics_dagster.core.dataset.frame import CocoFrame
     from samantics_dagster.core.dataset.layout import DatasetLayout
     from samantics_dagster.core.dataset.schema import (
         CURATED_COCO,
@@ -62,7 +65,6 @@ def _write_category(root: Path, category: str, n: int, start: int, pool: list[di
     )
     from samantics_dagster.core.dataset.spec import load_spec
     from samantics_dagster.core.dataset.tables import write_table
-    from samantics_dagster.core.export.coco import CocoFrame
     from samantics_dagster.core.export.stream import write_coco_frames
 
     layout = DatasetLayout(root)
@@ -175,8 +177,8 @@ def op(name: str, root: Path) -> str:
         from samantics_dagster.core.export.shards import export_coco
         export_coco(layout, spec, lambda n: True, "bench")
     elif name == "old_export":
+        from benchmarks.coco_reference import merge_coco
         from samantics_dagster.core.dataset.atomic import write_json_atomic
-        from samantics_dagster.core.export.coco import merge_coco
         for split in ("train", "val"):
             files = [layout.coco_category(c, split) for c in layout.table_categories(TableName.CURATED_COCO)]
             parts = [json.loads(f.read_text()) for f in files if f.is_file()]

@@ -10,10 +10,12 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from benchmarks.coco_reference import merge_coco
 from samantics_dagster.core.dataset.atomic import write_json_atomic
+from samantics_dagster.core.dataset.frame import CocoFrame
 from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.export import coco as coco_mod
-from samantics_dagster.core.export.coco import CocoFrame, annotation_id, build_coco, image_id, merge_coco, validate_coco
+from samantics_dagster.core.export.coco import annotation_id, build_coco, image_id, validate_coco
 from samantics_dagster.demo.spec import DEMO_SPEC
 
 

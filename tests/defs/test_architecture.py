@@ -1,4 +1,5 @@
-"""The package's shape: core/ is pure (no Dagster), and no two packages import each other in a cycle."""
+"""The package's shape: core/ is pure (no Dagster), and nothing imports itself in a cycle, neither two packages
+(folders) nor two modules: a cycle means two modules that can only be understood, tested and moved together."""
 
 from __future__ import annotations
 
@@ -55,3 +56,75 @@ def test_no_import_cycle_between_packages() -> None:
 
     cycles = sorted(f"{a} -> {b} -> ... -> {a}" for a in edges for b in edges[a] if reaches(b, a, set()))
     assert not cycles, cycles
+
+
+def _module_edges() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (``from pkg import mod`` counts as importing ``pkg.mod``),
+    wherever the import is: at the top, inside a function, or under ``TYPE_CHECKING``."""
+    trees = dict(_modules())
+    edges: dict[str, set[str]] = {name: set() for name in trees}
+    for name, tree in trees.items():
+        for node in ast.walk(tree):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in trees else node.module
+                           for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            edges[name].update(t for t in targets if t in trees and t != name)
+    return edges
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_import_cycle_between_modules() -> None:
+    edges = _module_edges()
+    assert len(edges) > 100 and edges["samantics_dagster.core.export.coco"], "the import graph was not read"
+    cycles = _cycles(edges)
+    assert not cycles, f"modules importing each other (move what they share into a module of its own): {cycles}"
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"d"}}
+    assert _cycles(edges) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_curation_imports_nothing_from_the_export() -> None:
+    """The export reads what curation decided, never the other way round (what both need is in core/dataset)."""
+    bad = [(name, imp) for name, tree in _modules() if name.startswith("samantics_dagster.core.curate")
+           for imp in _imports(tree) if imp.startswith("samantics_dagster.core.export")]
+    assert not bad, bad

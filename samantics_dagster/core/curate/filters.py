@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from samantics_dagster.core.curate.split import DEFAULT_RATIOS, assign_splits
+from samantics_dagster.core.dataset.frame import CocoFrame, JsonInstances, usable
 from samantics_dagster.core.dataset.schema import CURATED_COCO, CurateReason, CurateStatus, DedupeStatus, LabelStatus
 from samantics_dagster.core.dataset.spec import Spec, SpecError
-from samantics_dagster.core.export.coco import CocoFrame, JsonInstances, usable
 
 CURATE_COLUMNS = CURATED_COCO.names
 INCLUDED, EXCLUDED = CurateStatus.INCLUDED, CurateStatus.EXCLUDED

@@ -16,10 +16,10 @@ import pandas as pd
 
 from samantics_dagster.core.curate.filters import INCLUDED, video_group
 from samantics_dagster.core.dataset.atomic import write_text_atomic
+from samantics_dagster.core.dataset.fingerprint import file_fingerprint
 from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.dataset.tables import read_table, write_table
-from samantics_dagster.core.export.stream import file_fingerprint
 
 COLUMNS = ["group", "split", "category"]
 

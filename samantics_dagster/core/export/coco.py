@@ -1,4 +1,4 @@
-"""COCO instances JSON: build it from labelled frames, merge partitions, and validate what a trainer will read.
+"""COCO instances JSON: build it from labelled frames and validate what a trainer will read.
 
 Ids are derived from the image's dhash (the store's key), not from row order, so a frame keeps its
 image id and its annotations keep theirs across re-runs, in the per-category file and in the merged one
@@ -18,10 +18,10 @@ import copy
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar, overload
+from typing import TypeVar
 
+from samantics_dagster.core.dataset.frame import CocoFrame, clip_box
 from samantics_dagster.core.dataset.schema import SPLITS as SCHEMA_SPLITS
 from samantics_dagster.core.dataset.spec import Spec
 
@@ -54,72 +54,10 @@ def _unique(ids: Iterable[tuple[K, int]], taken: set[int]) -> dict[K, int]:
     return out
 
 
-class JsonInstances(Sequence[dict]):
-    """A frame's instances kept as their JSON text and parsed each time they are read.
-
-    A curated 100 k-frame partition held as parsed dicts took 1.6 GB on top of its tables; as
-    text it costs what the sam3_labels table's column already holds, and the writer parses one frame at a
-    time. ``len`` needs no parse."""
-
-    __slots__ = ("_n", "_text")
-
-    def __init__(self, text: str, n: int) -> None:
-        self._text, self._n = text, n
-
-    @classmethod
-    def of(cls, instances: Sequence[dict], text: str | None = None) -> JsonInstances:
-        """``text`` when it encodes exactly ``instances`` (nothing was filtered out), else their encoding."""
-        return cls(text if text is not None else json.dumps(list(instances)), len(instances))
-
-    def __len__(self) -> int:
-        return self._n
-
-    @overload
-    def __getitem__(self, index: int) -> dict: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[dict]: ...
-    def __getitem__(self, index: int | slice) -> dict | list[dict]:
-        return json.loads(self._text)[index]
-
-    def __iter__(self) -> Iterator[dict]:
-        return iter(json.loads(self._text))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable-looking sequence: unhashable like a list
-
-
-@dataclass(frozen=True)
-class CocoFrame:
-    """One labelled image and the instances that go into the export (already filtered)."""
-
-    dhash: str  # the id key: the store's dhash, or the image path for records without one
-    width: int
-    height: int
-    instances: Sequence[dict]  # records as in the sam3_labels table: category_id, bbox_xyxy, score, rle, area
-    source_path: str | None = None
-    video_id: str | None = None
-    category: str | None = None  # the partition it came from
-    extra: dict = field(default_factory=dict)
-    path: str | None = None  # file_name when the image is not in the store (legacy labels.jsonl)
-
-    @property
-    def file_name(self) -> str:
-        return self.path or f"images/{self.dhash}.jpg"
-
-
 def categories_json(spec: Spec) -> list[dict]:
     """The spec's categories as COCO lists them: ids with their gaps, supercategory, keypoints and skeleton kept."""
     return [{"id": c.id, "name": c.name, "supercategory": c.supercategory, **copy.deepcopy(c.extra)}
             for c in spec.categories]
-
-
-def _clip_box(xyxy: Sequence[float], w: int, h: int) -> list[float]:
-    x0, y0, x1, y1 = (float(v) for v in xyxy)
-    x0, x1 = sorted((min(max(x0, 0.0), w), min(max(x1, 0.0), w)))
-    y0, y1 = sorted((min(max(y0, 0.0), h), min(max(y1, 0.0), h)))
-    return [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
 
 
 def _mask_box(rle: dict) -> list[float] | None:
@@ -129,12 +67,6 @@ def _mask_box(rle: dict) -> list[float] | None:
 
     box = [float(v) for v in mask_utils.toBbox({"size": rle["size"], "counts": rle["counts"].encode("ascii")})]
     return box if box[2] >= 1 and box[3] >= 1 else None
-
-
-def usable(instance: Mapping, width: int, height: int) -> bool:
-    """Whether a trainer would keep it: a non-empty mask and a box of at least 1×1 pixel inside the image."""
-    _, _, bw, bh = _clip_box(instance["bbox_xyxy"], width, height)
-    return float(instance.get("area", 0)) >= 1 and bw >= 1 and bh >= 1
 
 
 def build_coco(spec: Spec, frames: Sequence[CocoFrame]) -> dict:
@@ -184,7 +116,7 @@ def annotation_records(ordered: Sequence[CocoFrame], img_ids: Mapping[str, int],
             rle = {"size": [int(v) for v in inst["rle"]["size"]], "counts": _str_counts(inst["rle"]["counts"])}
             run.append({
                 "id": ann_ids[(f.dhash, k)], "image_id": img_ids[f.dhash], "category_id": int(inst["category_id"]),
-                "bbox": _mask_box(rle) or _clip_box(inst["bbox_xyxy"], int(f.width), int(f.height)), "segmentation": rle,
+                "bbox": _mask_box(rle) or clip_box(inst["bbox_xyxy"], int(f.width), int(f.height)), "segmentation": rle,
                 "area": float(inst["area"]), "iscrowd": 0, "score": round(float(inst["score"]), 4),
             })
     yield from sorted(run, key=lambda a: a["id"])
@@ -196,28 +128,6 @@ def _str_counts(counts: str | bytes) -> str:
     if not isinstance(counts, str):
         raise ValueError("uncompressed (list) RLE counts: encode with pycocotools.mask.frPyObjects first")
     return counts
-
-
-def merge_coco(parts: Sequence[dict], spec: Spec) -> dict:
-    """One COCO dict from several (e.g. every category's train.json). Ids are already global (from the
-    dhash), so merging keeps them; an image present twice must be the same image."""
-    images: dict[int, dict] = {}
-    annotations: dict[int, dict] = {}
-    for part in parts:
-        for image in part["images"]:
-            seen = images.setdefault(image["id"], image)
-            if seen["file_name"] != image["file_name"]:
-                raise ValueError(f"image id {image['id']} is both {seen['file_name']} and {image['file_name']}")
-        for ann in part["annotations"]:
-            seen = annotations.setdefault(ann["id"], ann)
-            if seen is not ann and seen["image_id"] != ann["image_id"]:
-                raise ValueError(f"annotation id {ann['id']} belongs to images {seen['image_id']} and {ann['image_id']}")
-    return {
-        "info": copy.deepcopy(spec.info), "licenses": copy.deepcopy(spec.licenses),
-        "images": [images[k] for k in sorted(images)],
-        "annotations": sorted(annotations.values(), key=lambda a: (a["image_id"], a["id"])),
-        "categories": categories_json(spec),
-    }
 
 
 def validate_coco(path: Path, dataset_dir: Path | None, spec: Spec | None) -> list[str]:

@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from samantics_dagster.core.dataset.atomic import write_json_atomic
+from samantics_dagster.core.dataset.fingerprint import file_fingerprint
 from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.dataset.spec import Spec
 from samantics_dagster.core.export.byte_index import load_ids
 from samantics_dagster.core.export.coco import SPLITS
-from samantics_dagster.core.export.stream import MergeResult, file_fingerprint, ijson_backend, merge_coco_files
+from samantics_dagster.core.export.stream import MergeResult, ijson_backend, merge_coco_files
 from samantics_dagster.core.export.taxonomy import stale_files, taxonomy_error
 
 

@@ -7,7 +7,7 @@ At a million images the merged ``coco/train.json`` is ~8 GB; ``json.load`` of ev
   ``json.dump(obj, separators=(",", ":"))`` of the same dict (each item is encoded by the same encoder);
 - ``write_coco_frames`` is ``build_coco`` + ``write_json_atomic`` as a stream (one category's file);
 - ``merge_coco_files`` copies byte ranges when every part has a current ``byte_index`` sidecar (written by
-  ``write_coco_frames``; no parsing, I/O-bound), else it is ``merge_coco`` as a k-way merge (``heapq.merge``) of the per-category files, each
+  ``write_coco_frames``; no parsing, I/O-bound), else it is the in-memory ``merge_coco`` (``benchmarks/coco_reference.py``, the tests' reference) as a k-way merge (``heapq.merge``) of the per-category files, each
   read with ijson: images sorted by id, annotations by (image_id, id) in every file (``build_coco``), so the
   merge of sorted streams is the sorted merge. Memory: one item per file, plus 16 bytes per annotation to
   detect an annotation id shared by two images (``merge_coco``'s error) after the write.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -231,11 +230,3 @@ def _merge_by_index(indexes: list[ItemIndex], spec: Spec, out: Path) -> MergeRes
         readers.close()
     return result
 
-
-def file_fingerprint(path: Path) -> list[int] | None:
-    """(size, mtime_ns) of a file, or None: a cheap "did it change" key for the incremental artefacts."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return [st.st_size, st.st_mtime_ns]

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from samantics_dagster.core.dataset.atomic import explain_write_error
+from samantics_dagster.core.dataset.fingerprint import file_fingerprint
 from samantics_dagster.core.dataset.layout import DatasetLayout, YoloLayout
-from samantics_dagster.core.export.stream import file_fingerprint
 from samantics_dagster.core.export.yolo import (
     MIN_HOLE_AREA,
     MIN_PART_AREA,

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from samantics_dagster.core.dataset.atomic import write_atomic, write_text_atomic
+from samantics_dagster.core.dataset.fingerprint import file_fingerprint
 from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.dataset.tables import read_table, write_jsonl
-from samantics_dagster.core.export.stream import file_fingerprint
 from samantics_dagster.core.label.pipeline import LABELS_JSONL_COLUMNS, category_label_records
 
 

@@ -15,8 +15,9 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from samantics_dagster.core.dataset.frame import CocoFrame
 from samantics_dagster.core.dataset.spec import Spec
-from samantics_dagster.core.export.coco import CocoFrame, build_coco
+from samantics_dagster.core.export.coco import build_coco
 from samantics_dagster.core.workdir.naming import parse_frame_name
 
 

@@ -7,11 +7,11 @@ import os
 import pandas as pd
 import pytest
 
+from samantics_dagster.core.dataset.frame import CocoFrame
 from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.dataset.schema import CURATED_COCO, TableName
 from samantics_dagster.core.dataset.tables import write_table
 from samantics_dagster.core.export.byte_index import index_path
-from samantics_dagster.core.export.coco import CocoFrame
 from samantics_dagster.core.export.shards import (
     export_coco,
     load_manifest,

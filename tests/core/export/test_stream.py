@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from benchmarks.coco_reference import merge_coco
 from samantics_dagster.core.dataset.atomic import write_json_atomic
+from samantics_dagster.core.dataset.frame import CocoFrame
 from samantics_dagster.core.dataset.spec import load_spec
-from samantics_dagster.core.export.coco import CocoFrame, build_coco, merge_coco
+from samantics_dagster.core.export.coco import build_coco
 from samantics_dagster.core.export.stream import merge_coco_files, write_coco_frames
 from samantics_dagster.core.export.stream_check import scan_merged_coco
 from samantics_dagster.demo.spec import DEMO_SPEC
