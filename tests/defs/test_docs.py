@@ -76,3 +76,12 @@ def test_readme_and_docs_index_link_the_design_note():
     assert (REPO / "docs" / "design.md").is_file()
     assert "docs/design.md" in (REPO / "README.md").read_text()
     assert "(design.md)" in (REPO / "docs" / "README.md").read_text()
+
+
+def test_make_bench_runs_every_benchmark_the_readme_quotes():
+    makefile = (REPO / "Makefile").read_text()
+    recipe = makefile[makefile.index("\nbench:"):].split("\n\n")[0]
+    quoted = set(re.findall(r"\bbench_\w+\.py", (REPO / "README.md").read_text()))
+    assert {"bench_dedupe.py", "bench_scale.py"} <= quoted
+    missing = sorted(q for q in quoted if f"benchmarks/{q}" not in recipe)
+    assert not missing, f"the README quotes figures from {missing}, which `make bench` does not run"
