@@ -64,6 +64,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_dedupe.py
 	$(BIN)/python benchmarks/bench_hamming.py
 	$(BIN)/python benchmarks/bench_sam3.py
+	$(BIN)/python benchmarks/bench_ml_backend.py
 	$(BIN)/python benchmarks/bench_sensor.py
 	$(BIN)/python benchmarks/bench_split.py
 	$(BIN)/python benchmarks/bench_scale.py --sizes 10000

@@ -10,7 +10,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["bench_hamming.py", "bench_dedupe.py", "bench_sam3.py", "bench_split.py"])
+@pytest.mark.parametrize("script", ["bench_hamming.py", "bench_dedupe.py", "bench_sam3.py", "bench_split.py",
+                                    "bench_ml_backend.py"])
 def test_benchmark_runs_and_prints_its_table(script):
     proc = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

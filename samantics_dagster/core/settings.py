@@ -48,6 +48,8 @@ class Env(StrEnum):
     LABEL_STUDIO_API_KEY = "LABEL_STUDIO_API_KEY"  # bound with EnvVar (a secret: never in a run's config)
     LABEL_STUDIO_DOCUMENT_ROOT = "LABEL_STUDIO_DOCUMENT_ROOT"
     LABEL_STUDIO_DATASET_DIR = "LABEL_STUDIO_DATASET_DIR"
+    LABEL_STUDIO_ML_BACKEND_URL = "LABEL_STUDIO_ML_BACKEND_URL"
+    ML_BACKEND_CACHE_MB = "SAMANTICS_ML_BACKEND_CACHE_MB"
 
 
 _OFF = ("off", "0", "false", "no")
@@ -105,6 +107,8 @@ class Settings:
     label_studio_url: str = ""
     label_studio_document_root: str = ""
     label_studio_dataset_dir: str = ""
+    label_studio_ml_backend_url: str = ""  # the click-to-mask backend as Label Studio reaches it
+    ml_backend_cache_mb: float = 1024.0  # `samantics ml-backend`'s embedding cache
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -128,6 +132,8 @@ class Settings:
             label_studio_url=env.get(Env.LABEL_STUDIO_URL) or "",
             label_studio_document_root=env.get(Env.LABEL_STUDIO_DOCUMENT_ROOT) or "",
             label_studio_dataset_dir=env.get(Env.LABEL_STUDIO_DATASET_DIR) or "",
+            label_studio_ml_backend_url=env.get(Env.LABEL_STUDIO_ML_BACKEND_URL) or "",
+            ml_backend_cache_mb=_float(env, Env.ML_BACKEND_CACHE_MB, 1024.0),
         )
 
 

@@ -90,8 +90,9 @@ def test_compose_config_parses_interpolates_and_resolves_offline(tmp_path):
                           capture_output=True, text=True, cwd=REPO, env={"PATH": os.environ["PATH"]}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     config = yaml.safe_load(proc.stdout)
-    # the `review` profile's label-studio: listed by docker-compose 1.29, left out by compose v2 without --profile
-    assert set(config["services"]) - {"label-studio"} == {"postgres", "user-code", "webserver", "daemon"}
+    # the `review` profile's label-studio and ml-backend: listed by docker-compose 1.29, left out by compose v2
+    # without --profile
+    assert set(config["services"]) - {"label-studio", "ml-backend"} == {"postgres", "user-code", "webserver", "daemon"}
     # without the secrets, compose refuses to start rather than run with an empty password
     env_file.write_text(env_file.read_text().replace("DAGSTER_POSTGRES_PASSWORD=placeholder-not-a-secret\n", ""))
     refused = subprocess.run([*cli, "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
@@ -136,6 +137,7 @@ def test_postgres_is_never_published_and_the_ui_binds_to_loopback():
     published = [s for s, d in services.items() if d.get("ports")]
     assert published == ["webserver", "label-studio"], f"only the UIs are published, not {published}"
     assert services["label-studio"]["profiles"] == ["review"]  # optional: `--profile review`
+    assert services["ml-backend"]["profiles"] == ["review"] and "ports" not in services["ml-backend"]
     for env in ({}, _env_example()):  # the defaults, and .env.example as shipped
         for port in services["webserver"]["ports"] + services["label-studio"]["ports"]:
             host_ip = _interpolate(port, env).split(":")[0]
@@ -517,3 +519,24 @@ def test_production_asks_for_cuda_everywhere_a_run_can_start():
     assert _env_example()["SAMANTICS_DEVICE"] == "cuda"
     env = yaml.safe_load(HELM_VALUES.read_text())["dagster-user-deployments"]["deployments"][0]["env"]
     assert {"name": "SAMANTICS_DEVICE", "value": "cuda"} in [{k: e[k] for k in ("name", "value")} for e in env]
+
+
+def test_the_click_to_mask_backend_runs_on_the_gpu_beside_label_studio_and_the_pipeline_can_find_it():
+    """`--profile review` starts SAM3's click model on a GPU, reading the store and the weights read-only;
+    Label Studio is allowed to call it on the compose network; review_tasks (run containers) gets its URL."""
+    compose = _compose()
+    services = compose["services"]
+    ml = services["ml-backend"]
+    assert ml["image"] == services["user-code"]["image"]  # the package, torch and transformers of the runs
+    assert ml["command"][:2] == ["samantics", "ml-backend"] and ml["command"][ml["command"].index("--device") + 1] == "cuda"
+    (gpu,) = ml["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+    mounts = {target: (source, mode) for source, target, mode in _mounts(ml)}
+    assert mounts == {"/data/dataset": ("dataset", "ro"), "/data/models": ("models", "ro")}
+    assert ml["environment"]["DATASET_DIR"] == "/data/dataset" and ml["environment"]["MODEL_CACHE"] == "/data/models"
+    assert "healthcheck" in ml and ml["networks"] == services["label-studio"]["networks"]
+    ls_env = services["label-studio"]["environment"]
+    assert ls_env["ML_BLOCK_LOCAL_IP"] == "false" and ls_env["SSRF_PROTECTION_ENABLED"] == "false"
+    forwarded = yaml.safe_load(PROD_INSTANCE.read_text())["run_launcher"]["config"]["env_vars"]
+    assert "LABEL_STUDIO_ML_BACKEND_URL" in forwarded and "LABEL_STUDIO_ML_BACKEND_URL" in services["daemon"]["environment"]
+    assert "LABEL_STUDIO_ML_BACKEND_URL" in _env_example()

@@ -184,6 +184,7 @@ class LabelStudioClient:
 def _detail(r: httpx.Response) -> str:
     try:
         body = r.json()
-        return str(body.get("detail") or body.get("validation_errors") or body)[:300]
+        # a 400's "detail" is only "Validation error"; the reasons are in validation_errors
+        return str(body.get("validation_errors") or body.get("detail") or body)[:600]
     except ValueError:
         return r.text[:200]

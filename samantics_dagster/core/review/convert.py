@@ -20,16 +20,24 @@ from pycocotools import mask as mask_utils
 from samantics_dagster.core.label.masks import coco_rle, json_rle
 
 FROM_NAME, TO_NAME = "label", "image"
+SMART_POINT, SMART_BOX = "smart_point", "smart_box"  # the click-to-mask tools
 _SAM_ID = re.compile(r"^s(\d+)p(\d+)$")
 HUMAN_SCORE = 1.0
 
 
 def labeling_config(names: Sequence[str]) -> str:
-    """The project's labeling interface: the image and one polygon label per COCO category name."""
+    """The project's labeling interface: the image and one polygon label per COCO category name, plus the
+    smart keypoint and box tools of the click-to-mask backend (``samantics ml-backend``): with it connected
+    a click or a box comes back as a polygon of the same label; without it they draw nothing the review
+    reads (only ``polygonlabels`` regions are pulled back)."""
     labels = "\n".join(f"    <Label value={quoteattr(n)}/>" for n in names)
     return (f'<View>\n  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
             f'  <PolygonLabels name="{FROM_NAME}" toName="{TO_NAME}" strokeWidth="2" pointSize="small">\n'
-            f"{labels}\n  </PolygonLabels>\n</View>")
+            f"{labels}\n  </PolygonLabels>\n"
+            f'  <KeyPointLabels name="{SMART_POINT}" toName="{TO_NAME}" smart="true" smartOnly="true" strokeWidth="3">\n'
+            f"{labels}\n  </KeyPointLabels>\n"
+            f'  <RectangleLabels name="{SMART_BOX}" toName="{TO_NAME}" smart="true" smartOnly="true">\n'
+            f"{labels}\n  </RectangleLabels>\n</View>")
 
 
 def mask_polygons(rle: dict, min_points: int = 3) -> list[list[tuple[float, float]]]:

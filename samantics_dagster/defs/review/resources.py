@@ -37,6 +37,7 @@ class LabelStudioResource(dg.ConfigurableResource):
     document_root: str = Field(default="", description="LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT as Label Studio sees it (default: DATASET_DIR's parent).")
     dataset_dir: str = Field(default="", description="DATASET_DIR as Label Studio sees it (default: DATASET_DIR).")
     timeout_s: float = Field(default=30.0, description="Per HTTP request.")
+    ml_backend_url: str = Field(default="", description="The click-to-mask backend (`samantics ml-backend`) as Label Studio reaches it; connected to every review project when set.")
     _checked: bool = PrivateAttr(False)
 
     def __repr__(self) -> str:  # the key stays out of every log line that prints the resource
@@ -74,5 +75,6 @@ def review_resources() -> dg.Definitions:
         # (which must be set)
         "label_studio": LabelStudioResource(
             url=dg.EnvVar(Env.LABEL_STUDIO_URL), api_key=dg.EnvVar(Env.LABEL_STUDIO_API_KEY),
-            document_root=settings().label_studio_document_root, dataset_dir=settings().label_studio_dataset_dir),
+            document_root=settings().label_studio_document_root, dataset_dir=settings().label_studio_dataset_dir,
+            ml_backend_url=settings().label_studio_ml_backend_url),
     })

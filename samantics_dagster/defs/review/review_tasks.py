@@ -12,6 +12,7 @@ from samantics_dagster.core.dataset.tables import write_table
 from samantics_dagster.core.label.pipeline import PASSENGER
 from samantics_dagster.core.review.loop import PeoplePerTask, ensure_project, send_frames
 from samantics_dagster.core.review.triage import RelationPair, TriageSettings, triage_frames
+from samantics_dagster.core.review_backend.connect import connect_backend
 from samantics_dagster.defs.metadata import md_table, table_metadata
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
@@ -85,6 +86,11 @@ def review_tasks(context: AssetExecutionContext, config: ReviewTasksConfig, data
             lambda d: label_studio.image_url(dataset.dataset_path, d),
             skip=set(reviewed["dhash"]) if reviewed is not None else set(), max_tasks=config.max_tasks,
             write=lambda df: write_table(df, path), people=config.people())
+        # after the import, so that the project's model version stays SAM3's (see connect_backend)
+        ml = connect_backend(client, project_id, label_studio.ml_backend_url) if label_studio.ml_backend_url else None
+    if ml is not None and ml.status == "unreachable":
+        context.log.warning(f"click-to-mask backend {label_studio.ml_backend_url} not connected to project {project_id}: "
+                            f"{ml.detail}; the next run tries again")
     table = result.table
     write_table(table, path)
     reasons: dict[str, int] = {}
@@ -97,6 +103,7 @@ def review_tasks(context: AssetExecutionContext, config: ReviewTasksConfig, data
         "project_id": project_id,
         "project_created": created,
         "label_studio_url": label_studio.url,
+        "ml_backend": ml.status if ml is not None else "off (LABEL_STUDIO_ML_BACKEND_URL is not set)",
         "sent_this_run": result.sent,
         "adopted": result.adopted,
         "tasks": len(table),
