@@ -41,10 +41,18 @@ def to_table(rows: Sequence[dict]) -> pd.DataFrame:
     return SAM3_LABELS.frame(rows)
 
 
-def write_part(parts_dir: Path, rows: list[dict]) -> None:
-    """One finished batch's rows as a part; the name sorts by time and never collides across threads."""
+def write_part(parts_dir: Path, rows: list[dict], tag: str = "") -> None:
+    """One finished batch's rows as a part; the name sorts by time and never collides across threads,
+    processes or hosts. ``tag`` names the share of work it belongs to (``part-{ns}-{tag}-{random}``), so a
+    share retried after its worker died finds what it already wrote (:func:`tagged_dhashes`)."""
     if rows:
-        write_table(to_table(rows), parts_dir / f"part-{time.time_ns()}-{uuid.uuid4().hex[:6]}.parquet")
+        infix = f"{tag}-" if tag else ""
+        write_table(to_table(rows), parts_dir / f"part-{time.time_ns()}-{infix}{uuid.uuid4().hex[:12]}.parquet")
+
+
+def tagged_dhashes(parts_dir: Path, tag: str) -> set[str]:
+    """The images the parts written under ``tag`` hold."""
+    return {d for p in parts_dir.glob(f"part-*-{tag}-*.parquet") for d in pd.read_parquet(p, columns=["dhash"]).dhash}
 
 
 def known_rows(previous: pd.DataFrame | None, parts_dir: Path) -> dict[str, dict]:

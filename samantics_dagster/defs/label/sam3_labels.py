@@ -1,6 +1,7 @@
 """``sam3_labels``: SAM3 instances (boxes, scores, COCO RLE masks) for every accepted image."""
 
 import json
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from dagster import (
@@ -10,11 +11,13 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
+    ResourceParam,
     asset,
 )
 from pydantic import Field
 
 from samantics_dagster.core.dataset.schema import DedupeStatus, LabelStatus, TableName
+from samantics_dagster.core.dataset.spec import Spec
 from samantics_dagster.core.label.failures import failure_share
 from samantics_dagster.core.label.pipeline import (
     PASSENGER,
@@ -25,14 +28,18 @@ from samantics_dagster.core.label.pipeline import (
     make_segmenter,
 )
 from samantics_dagster.core.label.preview import previews_markdown, render_preview
-from samantics_dagster.core.label.queries import truncate_queries
+from samantics_dagster.core.label.queries import QuerySet, truncate_queries
 from samantics_dagster.core.label.taxonomy import load_taxonomy
 from samantics_dagster.core.progress import ProgressLog
 from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.resources.gpu_lease import held_lease
+from samantics_dagster.defs.resources.ray_workers import ray_connected
 from samantics_dagster.defs.resources.sam3 import Sam3Resource
+
+if TYPE_CHECKING:  # ray is an optional extra: its path is imported only when a run labels on Ray
+    from samantics_dagster.core.label.ray_workers import RayLabelResult
 
 
 def _previews(table: pd.DataFrame, dataset: DatasetResource, names: dict[int, str], n: int = 3) -> str:
@@ -83,6 +90,12 @@ class LabelConfig(Config):
         "unreadable image or a post-processing error would fail the same way."))
     relabel_imported: bool = Field(False, description="Label again the images whose labels came from `samantics import-legacy`.")
     post_workers: int = Field(1, ge=0, description="Threads turning masks into RLE while the next batch is on the GPU (0: serial).")
+    ray_max_actors: int = Field(8, ge=1, description=(
+        "On Ray (SAMANTICS_RAY_ADDRESS): at most this many SAM3 replicas, one per free GPU of the cluster."))
+    ray_share_batches: int = Field(4, ge=1, description=(
+        "On Ray: images go to actors in shares of this many batches; a dead actor's retry redoes at most its "
+        "batches in flight, a smaller share balances better, a larger one costs fewer calls."))
+    ray_cpus_per_actor: float = Field(1.0, gt=0, description="On Ray: CPUs reserved per actor (decode and RLE threads).")
     max_failed_share: float = Field(0.05, ge=0.0, le=1.0, description=(
         "Blocking check: above this share of failed images among the category's accepted images (failed in this "
         "run or kept failed from an earlier one), the run fails its `labels_failure_share` check and nothing "
@@ -113,7 +126,7 @@ class LabelConfig(Config):
 )
 def sam3_labels(
     context: AssetExecutionContext, config: LabelConfig, dataset: DatasetResource, sam3: Sam3Resource,
-    deduped_images: pd.DataFrame,
+    ray_workers: ResourceParam[Any], deduped_images: pd.DataFrame,
 ) -> MaterializeResult:
     """Writes its own table (batch parts merged under its resume protocol), so it returns no value: the IO
     manager only reads the table for curated_coco."""
@@ -122,6 +135,8 @@ def sam3_labels(
     # Spec and queries are checked before any model work: a typo fails in a second, not after loading 3 GB.
     taxonomy = load_taxonomy(dataset.layout, settings.relation_rules)
     spec, queries = taxonomy.spec, taxonomy.queries
+    if ray_connected(ray_workers, context.log.info):
+        return _label_on_ray(context, config, dataset, sam3, spec, queries, deduped_images)
     loaded = sam3.load()
     tokenizer = loaded.processor.tokenizer
     queries, warnings = truncate_queries(queries, lambda text: len(tokenizer(text).input_ids) - 2)
@@ -175,7 +190,55 @@ def sam3_labels(
     )
 
 
-def failure_share_check(result: LabelResult, labeler: str, bound: float) -> AssetCheckResult:
+def _label_on_ray(context: AssetExecutionContext, config: LabelConfig, dataset: DatasetResource, sam3: Sam3Resource,
+                  spec: Spec, queries: QuerySet, deduped_images: pd.DataFrame) -> MaterializeResult:
+    """The category on Ray actors (``core.label.ray_workers``): one replica per free GPU of the cluster (CPU
+    actors where the model's device is ``cpu``, or ``auto`` on a cluster without GPUs)."""
+    from samantics_dagster.core.label.ray_workers import ReplicaSpec, cluster_has_gpus, label_partition_ray
+
+    category = context.partition_key
+    gpu = sam3.device != "cpu" and (sam3.device != "auto" or cluster_has_gpus())
+    replica = ReplicaSpec(str(sam3.model_dir()), gpu=gpu, dtype=sam3.dtype, compile=sam3.compile,
+                          cpus=config.ray_cpus_per_actor)
+    accepted = deduped_images[deduped_images["status"] == DedupeStatus.ACCEPTED]
+    context.log.info(f"{category}: {len(accepted)} accepted images, {len(queries.queries)} prompts, on Ray")
+    result = label_partition_ray(
+        accepted, dataset.dataset_path, replica, spec, queries, config.settings(),
+        table_path=dataset.layout.table(TableName.SAM3_LABELS, category), max_actors=config.ray_max_actors,
+        share_batches=config.ray_share_batches, retry_failed=config.retry_failed,
+        relabel_imported=config.relabel_imported, post_workers=config.post_workers,
+        progress=ProgressLog(context.log.info, f"label {category} on Ray", "images"), log=context.log.info)
+    for warning in result.warnings:
+        context.log.warning(warning)
+    table = result.table
+    failed = table[table.status == LabelStatus.FAILED]
+    by_name = {str(c.id): c.name for c in spec.categories}
+    return MaterializeResult(
+        check_results=[failure_share_check(result, result.labeler, config.max_failed_share)],
+        metadata={
+            **table_metadata(TableName.SAM3_LABELS, table),
+            "previews": MetadataValue.md(_previews(table, dataset, {c.id: c.name for c in spec.categories})),
+            "done": int((table.status == LabelStatus.DONE).sum()),
+            "failed": len(failed),
+            "labelled_this_run": result.labelled,
+            "reused": result.reused,
+            "instances": int(table["n_instances"].fillna(0).sum()),
+            "instances_per_class": MetadataValue.json({by_name.get(k, k): v for k, v in result.instances_per_class.items()}),
+            "images_per_s": round(result.labelled / result.seconds, 2) if result.seconds > 0 else 0.0,
+            "ray_actors": MetadataValue.json(result.actors),
+            "slowest_actor": result.slowest_actor or "-",
+            "ray_start_s": round(result.start_seconds, 2),
+            "relabelled_after_failures": result.relabelled_after_failures,
+            "model_fingerprint": result.model_fingerprint,
+            "queries_fingerprint": result.queries_fingerprint,
+            "labeler": result.labeler,
+            **({"relabelled_because": result.relabel_reason} if result.relabel_reason else {}),
+            "failures": md_table(failed[["dhash", "rel_path", "error"]]),
+        },
+    )
+
+
+def failure_share_check(result: "LabelResult | RayLabelResult", labeler: str, bound: float) -> AssetCheckResult:
     """The category's rows under this labeler judged, not this attempt's (``core.label.failures``)."""
     judged = failure_share(result.table, labeler, attempted=result.attempted, failed_this_run=result.failed_this_run)
     return AssetCheckResult(check_name="labels_failure_share", passed=judged.passed(bound),

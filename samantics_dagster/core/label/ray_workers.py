@@ -1,0 +1,269 @@
+"""One category on every GPU of a Ray cluster: SAM3 replicas as Ray actors, each labelling shares of the images.
+
+Ray does the scheduling and the GPU accounting: each actor asks for one GPU (``num_gpus=1``; on a CPU
+stand-in, one CPU), so concurrent runs of other categories get the others and an actor waits for a free one
+instead of piling onto ``cuda:0``. The category's pending images are cut into shares (a few batches each) and
+handed to whichever actor is idle (``ray.util.ActorPool``); each actor runs the same pipelined labeller as the
+in-process path (``core.label.stages``: decode, device, post-processing overlapped) on its share, writing one
+part per batch into the category's parts folder exactly as that path does. The step then merges the parts
+into the one table with the same resume rules (``core.label.resume``), in the order the in-process path would
+have written it, so the table is the same byte for byte (given the same device and precision).
+
+Failures: an actor that dies (SIGKILL, a lost node) is restarted by Ray and its share retried
+(``max_restarts``, ``max_task_retries``); the retried share skips the batches whose parts its dead attempt
+already wrote (parts are named after their share), so at most the batches in flight are labelled again, and
+the table keeps one row per image whatever happens. A run killed as a whole leaves its parts; the next run, with
+any number of actors, labels only what they do not hold.
+
+The actors need the code, the dataset folder and the model cache at the same paths as the step: the same
+image (compose's Ray head, KubeRay's worker group) and the same volumes. No Dagster here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from samantics_dagster.core.dataset.layout import parts_dir as layout_parts_dir
+from samantics_dagster.core.dataset.spec import Spec
+from samantics_dagster.core.dataset.store import ImageStore
+from samantics_dagster.core.dataset.tables import read_table
+from samantics_dagster.core.label.pipeline import LabelSettings, make_segmenter
+from samantics_dagster.core.label.queries import QuerySet, truncate_queries
+from samantics_dagster.core.label.resume import (
+    DONE,
+    FAILED,
+    instances_per_class,
+    known_rows,
+    merge_parts,
+    plan,
+    tagged_dhashes,
+)
+from samantics_dagster.core.label.stages import BatchStages, ProgressFn
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """What each actor loads: the model folder (same path on every node), where it runs, and how."""
+
+    model_dir: str
+    gpu: bool  # one GPU per actor (Ray sets CUDA_VISIBLE_DEVICES: the actor's cuda:0 is its own GPU); else the CPU
+    dtype: str = "auto"
+    compile: bool = False
+    cpus: float = 1.0  # CPUs Ray reserves per actor; its torch threads on a CPU stand-in
+
+
+@dataclass
+class ShareStats:
+    """One share as an actor labelled it: who, where, how many, how long (stages as in ``StageTimes``)."""
+
+    actor: str
+    device: str
+    images: int
+    seconds: float
+    load: float = 0.0
+    device_s: float = 0.0
+    post: float = 0.0
+
+
+@dataclass
+class RayLabelResult:
+    """What ``LabelResult`` says for the in-process path, plus each actor's share and the failures' cost."""
+
+    table: pd.DataFrame
+    labelled: int
+    reused: int
+    failed: int
+    seconds: float
+    instances_per_class: dict[str, int]
+    relabel_reason: str | None
+    labeler: str
+    attempted: int = 0
+    failed_this_run: int = 0
+    actors: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> device, images, seconds
+    relabelled_after_failures: int = 0  # images labelled twice because a worker died with them in flight
+    warnings: list[str] = field(default_factory=list)
+    start_seconds: float = 0.0  # until the first replica was loaded and the plan made
+    model_fingerprint: str = ""
+    queries_fingerprint: str = ""
+
+    @property
+    def failed_share(self) -> float:
+        return self.failed_this_run / self.attempted if self.attempted else 0.0
+
+    @property
+    def slowest_actor(self) -> str | None:
+        """The actor with the lowest rate: the one a faster GPU or fewer actors would help."""
+        rated = {k: v["images"] / v["seconds"] for k, v in self.actors.items() if v["seconds"] > 0 and v["images"]}
+        return min(rated, key=lambda k: rated[k]) if rated else None
+
+
+class ShareLabeller:
+    """A Ray actor body: one SAM3 replica on one device, labelling shares with the pipelined labeller.
+
+    Everything it needs comes through ``__init__``, so an actor Ray restarts after a crash is the same one.
+    """
+
+    def __init__(self, name: str, replica: ReplicaSpec, spec: Spec, queries: QuerySet, settings: LabelSettings,
+                 dataset_dir: str) -> None:
+        import torch
+
+        from samantics_dagster.core.label.model import load_sam3
+
+        if not replica.gpu:
+            torch.set_num_threads(max(1, int(replica.cpus)))
+        self.name = name
+        self.loaded = load_sam3(Path(replica.model_dir), device="cuda" if replica.gpu else "cpu",
+                                dtype=replica.dtype, compile=replica.compile)
+        tokenizer = self.loaded.processor.tokenizer
+        self.queries, self.warnings = truncate_queries(queries, lambda text: len(tokenizer(text).input_ids) - 2)
+        self.settings = settings
+        self.labeler = settings.labeler(self.loaded.fingerprint, self.queries)
+        self.segment = make_segmenter(self.loaded, self.queries, spec, settings)
+        self.store = ImageStore(Path(dataset_dir))
+        dev = self.loaded.device
+        self.device = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+
+    def describe(self) -> dict[str, Any]:
+        return {"labeler": self.labeler, "warnings": self.warnings, "device": self.device, "pid": os.getpid(),
+                "model_fingerprint": self.loaded.fingerprint, "queries_fingerprint": self.queries.fingerprint()}
+
+    def label(self, tag: str, records: list[dict], parts_dir: str, post_workers: int) -> ShareStats:
+        """Label one share; its parts carry ``tag``. A retry (the actor died mid-share and Ray restarted it)
+        skips the images its earlier attempt already wrote."""
+        start = time.perf_counter()
+        done = tagged_dhashes(Path(parts_dir), tag)
+        todo = [r for r in records if r["dhash"] not in done]
+        batch = self.settings.image_batch
+        stages = BatchStages(self.store, self.segment, self.labeler, Path(parts_dir), post_workers=post_workers,
+                             total=len(todo), part_tag=tag)
+        stages.run([todo[i:i + batch] for i in range(0, len(todo), batch)])
+        t = stages.times
+        return ShareStats(self.name, self.device, len(records), time.perf_counter() - start, t.load, t.device, t.post)
+
+
+def free_workers(gpu: bool, cpus_per_actor: float = 1.0) -> int:
+    """How many actors the cluster could start now: free GPUs, or free CPUs over ``cpus_per_actor``."""
+    import ray
+
+    free = ray.available_resources()
+    return int(free.get("GPU", 0)) if gpu else int(free.get("CPU", 0) // max(cpus_per_actor, 1e-9))
+
+
+def cluster_has_gpus() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def label_partition_ray(
+    accepted: pd.DataFrame,
+    dataset_dir: Path,
+    replica: ReplicaSpec,
+    spec: Spec,
+    queries: QuerySet,
+    settings: LabelSettings,
+    *,
+    table_path: Path,
+    max_actors: int = 8,
+    share_batches: int = 4,
+    retry_failed: bool = False,
+    relabel_imported: bool = False,
+    post_workers: int = 1,
+    max_restarts: int = 2,
+    progress: ProgressFn | None = None,
+    log: Callable[[str], None] = print,
+) -> RayLabelResult:
+    """Label one category's accepted rows on Ray actors (``ray.init`` already done by the caller).
+
+    One actor is started first: its replica's labeler fingerprint decides what is already done. Then as many
+    more as the cluster has free GPUs (CPUs on a stand-in), up to ``max_actors`` and to the number of shares;
+    shares of ``share_batches`` batches go to whichever actor is idle. The table is merged and written here,
+    before the parts are removed (``resume.merge_parts``).
+    """
+    import ray
+    from ray.util import ActorPool
+
+    start = time.perf_counter()
+    parts_dir = layout_parts_dir(table_path)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    remote: Any = ray.remote(ShareLabeller).options(
+        num_gpus=1 if replica.gpu else 0, num_cpus=replica.cpus, max_restarts=max_restarts,
+        max_task_retries=max_restarts)
+    free = free_workers(replica.gpu, replica.cpus)
+    args = (replica, spec, queries, settings, str(dataset_dir))
+    actors: list[Any] = [remote.remote("actor-0", *args)]
+    try:
+        first: dict[str, Any] = ray.get(actors[0].describe.remote())
+        labeler: str = first["labeler"]
+        known = known_rows(read_table(table_path), parts_dir)
+        wanted = accepted.drop_duplicates("dhash")[["dhash", "rel_path"]].to_dict("records")
+        keep, todo, relabel = plan(wanted, known, labeler, retry_failed, relabel_imported)
+        if relabel:
+            log(relabel)
+        share = settings.image_batch * share_batches
+        shares = [todo[i:i + share] for i in range(0, len(todo), share)]
+        n = max(1, min(max_actors, free, len(shares)))
+        actors += [remote.remote(f"actor-{i}", *args) for i in range(1, n)]
+        start_seconds = time.perf_counter() - start
+        log(f"labelling {len(todo)} images ({len(keep)} already done) in {len(shares)} shares on {n} Ray actors "
+            f"({'1 GPU' if replica.gpu else f'{replica.cpus:g} CPU'} each); labeler {labeler}")
+        run_tag = uuid.uuid4().hex[:8]
+        jobs = [(f"{run_tag}s{i:05d}", records) for i, records in enumerate(shares)]
+        stats: list[ShareStats] = []
+        done = 0
+        if progress and todo:
+            progress(0, len(todo))
+        pool = ActorPool(actors)
+        for s in pool.map_unordered(lambda a, job: a.label.remote(job[0], job[1], str(parts_dir), post_workers),
+                                    jobs):
+            stats.append(s)
+            done += s.images
+            if progress:
+                progress(done, len(todo))
+    finally:
+        for actor in actors:  # the GPUs go back to the cluster now, not when the driver disconnects
+            ray.kill(actor)
+
+    new_rows, twice = _rows_of(parts_dir, todo)
+    table = merge_parts(keep, new_rows, table_path, parts_dir)
+    per_actor: dict[str, dict[str, Any]] = {}
+    for s in stats:
+        a = per_actor.setdefault(s.actor, {"device": s.device, "images": 0, "seconds": 0.0, "shares": 0})
+        a["images"] += s.images
+        a["seconds"] = round(a["seconds"] + s.seconds, 3)
+        a["shares"] += 1
+    return RayLabelResult(
+        table, labelled=sum(r["status"] == DONE for r in new_rows), reused=len(keep),
+        failed=int((table.status == FAILED).sum()), seconds=time.perf_counter() - start,
+        instances_per_class=instances_per_class(table), relabel_reason=relabel, labeler=labeler,
+        attempted=len(new_rows), failed_this_run=sum(r["status"] == FAILED for r in new_rows), actors=per_actor,
+        relabelled_after_failures=twice, warnings=list(first["warnings"]), start_seconds=start_seconds,
+        model_fingerprint=first["model_fingerprint"], queries_fingerprint=first["queries_fingerprint"])
+
+
+def _rows_of(parts_dir: Path, todo: list[dict]) -> tuple[list[dict], int]:
+    """This run's rows for ``todo`` from the parts, in ``todo``'s order (the order the in-process path writes
+    them), and how many images were labelled more than once (a worker died with them in flight)."""
+    wanted = {r["dhash"] for r in todo}
+    latest: dict[str, dict] = {}
+    seen: Counter[str] = Counter()
+    for part in sorted(parts_dir.glob("part-*.parquet"), key=lambda p: p.stat().st_mtime_ns):
+        for row in pd.read_parquet(part).to_dict("records"):
+            if row["dhash"] in wanted:
+                latest[row["dhash"]] = row
+                seen[row["dhash"]] += 1
+    missing = [r["dhash"] for r in todo if r["dhash"] not in latest]
+    if missing:
+        raise RuntimeError(f"{len(missing)} images have no labels after every share finished (e.g. {missing[:3]}): "
+                           f"a worker's parts did not reach {parts_dir}. Every Ray node must mount the dataset "
+                           "at the same path as the step; re-run to label them")
+    return [latest[r["dhash"]] for r in todo], sum(c - 1 for c in seen.values())
