@@ -477,8 +477,51 @@ def test_helm_kubernetes_objects_are_valid_kubernetes():
     UserDefinedDagsterK8sConfig(container_config=run["containerConfig"], pod_spec_config=run["podSpecConfig"],
                                 job_spec_config=run["jobSpecConfig"])
     for manifest in values["extraManifests"]:
+        if manifest["kind"] == "RayCluster":  # its pod templates are Kubernetes pod templates
+            spec = manifest["spec"]
+            for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+                k8s_snake_case_dict(kubernetes.client.V1PodTemplateSpec, group["template"])
+            continue
         assert manifest["kind"] == "PersistentVolumeClaim"
         k8s_snake_case_dict(kubernetes.client.V1PersistentVolumeClaimSpec, manifest["spec"])
+
+
+def test_helm_values_show_a_kuberay_cluster_with_a_gpu_worker_group_the_runs_use():
+    values = yaml.safe_load(HELM_VALUES.read_text())
+    (ray_cluster,) = [m for m in values["extraManifests"] if m["kind"] == "RayCluster"]
+    assert ray_cluster["apiVersion"] == "ray.io/v1"
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert f'"ray=={ray_cluster["spec"]["rayVersion"]}"' in pyproject  # the cluster runs the pinned Ray
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    image = f"{deployment['image']['repository']}:{deployment['image']['tag']}"
+    (gpu,) = [g for g in ray_cluster["spec"]["workerGroupSpecs"] if g["groupName"] == "gpu"]
+    (worker,) = gpu["template"]["spec"]["containers"]
+    assert worker["image"] == image and worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert any(t["key"] == "nvidia.com/gpu" for t in gpu["template"]["spec"]["tolerations"])
+    # the actors read the models and write parts into the dataset at the runs' paths, from the same claims
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in deployment["volumes"]}
+    worker_claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+                     for v in gpu["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    assert worker_claims == {"dataset": claims["dataset"], "models": claims["models"]}
+    mounts = {m["name"]: m["mountPath"] for m in worker["volumeMounts"]}
+    assert mounts["dataset"] == "/data/dataset" and mounts["models"] == "/data/models"
+    env = {e["name"]: e.get("value") for e in deployment["env"]}
+    assert env["SAMANTICS_RAY_ADDRESS"] == f"ray://{ray_cluster['metadata']['name']}-head-svc:10001"
+
+
+def test_compose_has_a_ray_head_with_the_gpus_and_the_runs_share_host_local_gpu_leases():
+    compose = _compose()
+    head = compose["services"]["ray-head"]
+    assert head["profiles"] == ["ray"] and head["image"] == compose["services"]["user-code"]["image"]
+    (device,) = head["deploy"]["resources"]["reservations"]["devices"]
+    assert device["count"] == "all" and "gpu" in device["capabilities"]
+    assert {t: m for _, t, m in _mounts(head)} == {"/data/dataset": "rw", "/data/grabby": "ro", "/data/models": "ro"}
+    assert "--ray-client-server-port=10001" in head["entrypoint"]
+    launcher = yaml.safe_load(PROD_INSTANCE.read_text())["run_launcher"]["config"]
+    assert {"SAMANTICS_RAY_ADDRESS", "SAMANTICS_DEVICE_LEASE_DIR"} <= set(launcher["env_vars"])
+    lease_dir = compose["services"]["daemon"]["environment"]["SAMANTICS_DEVICE_LEASE_DIR"]
+    mounts = {spec.split(":")[1]: spec.split(":")[0] for spec in launcher["container_kwargs"]["volumes"]}
+    assert mounts[lease_dir] == compose["volumes"]["device-leases"]["name"]  # one host-local folder for all runs
 
 
 def _gpu_tag_from_the_k8s_page() -> dict:

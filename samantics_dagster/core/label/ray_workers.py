@@ -91,7 +91,7 @@ class RayLabelResult:
     actors: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> device, images, seconds
     relabelled_after_failures: int = 0  # images labelled twice because a worker died with them in flight
     warnings: list[str] = field(default_factory=list)
-    start_seconds: float = 0.0  # until the first replica was loaded and the plan made
+    start_seconds: float = 0.0  # until every replica was loaded (then only labelling)
     model_fingerprint: str = ""
     queries_fingerprint: str = ""
 
@@ -213,6 +213,7 @@ def label_partition_ray(
         shares = [todo[i:i + share] for i in range(0, len(todo), share)]
         n = max(1, min(max_actors, free, len(shares)))
         actors += [remote.remote(f"actor-{i}", *args) for i in range(1, n)]
+        ray.get([a.describe.remote() for a in actors[1:]])  # every replica loaded: the start-up cost, apart
         start_seconds = time.perf_counter() - start
         log(f"labelling {len(todo)} images ({len(keep)} already done) in {len(shares)} shares on {n} Ray actors "
             f"({'1 GPU' if replica.gpu else f'{replica.cpus:g} CPU'} each); labeler {labeler}")
