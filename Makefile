@@ -70,3 +70,4 @@ bench: venv
 	$(BIN)/python benchmarks/bench_scale.py --sizes 10000
 	$(BIN)/python benchmarks/bench_run_healing.py
 	$(BIN)/python benchmarks/bench_audit_memory.py
+	$(BIN)/python benchmarks/bench_label_workers.py

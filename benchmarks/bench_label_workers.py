@@ -12,7 +12,7 @@ variant once, in turn), so a machine shared with other work slows all of them al
 reported. The tables must be identical byte for byte: the Ray table against the in-process table at one
 thread (the actors' precision and thread count).
 
-    python benchmarks/bench_label_workers.py                 # CPU stand-ins, tiny model
+    python benchmarks/bench_label_workers.py                 # CPU stand-ins, tiny model (CI: --quick)
     python benchmarks/bench_label_workers.py --full          # GPUs: MODEL_CACHE's SAM3, --images of your own
 """
 
@@ -82,7 +82,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--image-batch", type=int, default=2)
     ap.add_argument("--share-batches", type=int, default=4)
+    ap.add_argument("--quick", action="store_true", help="CI: 8 small frames, one round (the code path, not figures)")
     args = ap.parse_args()
+    if args.quick:
+        args.images, args.size, args.rounds = 8, "160x120", 1
     import ray
 
     w, h = (int(v) for v in args.size.split("x"))

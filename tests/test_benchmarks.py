@@ -17,3 +17,12 @@ def test_benchmark_runs_and_prints_its_table(script):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "bar:" in proc.stdout
     assert "---" in proc.stdout  # a table was printed
+
+
+@pytest.mark.slow
+def test_the_label_workers_benchmark_runs_and_prints_its_last_line():
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_label_workers.py"), "--quick"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("label workers: in-process ") and last.endswith("tables identical: yes"), last

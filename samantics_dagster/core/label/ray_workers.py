@@ -179,6 +179,7 @@ def label_partition_ray(
     relabel_imported: bool = False,
     post_workers: int = 1,
     max_restarts: int = 2,
+    start_timeout_s: float = 600.0,
     progress: ProgressFn | None = None,
     log: Callable[[str], None] = print,
 ) -> RayLabelResult:
@@ -186,8 +187,9 @@ def label_partition_ray(
 
     One actor is started first: its replica's labeler fingerprint decides what is already done. Then as many
     more as the cluster has free GPUs (CPUs on a stand-in), up to ``max_actors`` and to the number of shares;
-    shares of ``share_batches`` batches go to whichever actor is idle. The table is merged and written here,
-    before the parts are removed (``resume.merge_parts``).
+    shares of ``share_batches`` batches go to whichever actor is idle. A replica that cannot start within
+    ``start_timeout_s`` (its GPU taken meanwhile by another run's actor) is given up, the others go on. The table
+    is merged and written here, before the parts are removed (``resume.merge_parts``).
     """
     import ray
     from ray.util import ActorPool
@@ -202,7 +204,14 @@ def label_partition_ray(
     args = (replica, spec, queries, settings, str(dataset_dir))
     actors: list[Any] = [remote.remote("actor-0", *args)]
     try:
-        first: dict[str, Any] = ray.get(actors[0].describe.remote())
+        ready, _ = ray.wait([first_ref := actors[0].describe.remote()], timeout=start_timeout_s)
+        if not ready:
+            raise RuntimeError(
+                f"no SAM3 replica started on the Ray cluster within {start_timeout_s:.0f}s: it has "
+                f"{ray.cluster_resources()} in all, {ray.available_resources()} free, and each replica needs "
+                f"{'1 GPU' if replica.gpu else f'{replica.cpus:g} CPU'}. Add a GPU worker (or wait for the other "
+                "runs' actors), or unset SAMANTICS_RAY_ADDRESS to label in-process")
+        first: dict[str, Any] = ray.get(first_ref)
         labeler: str = first["labeler"]
         known = known_rows(read_table(table_path), parts_dir)
         wanted = accepted.drop_duplicates("dhash")[["dhash", "rel_path"]].to_dict("records")
@@ -213,7 +222,8 @@ def label_partition_ray(
         shares = [todo[i:i + share] for i in range(0, len(todo), share)]
         n = max(1, min(max_actors, free, len(shares)))
         actors += [remote.remote(f"actor-{i}", *args) for i in range(1, n)]
-        ray.get([a.describe.remote() for a in actors[1:]])  # every replica loaded: the start-up cost, apart
+        actors = [actors[0], *_started(actors[1:], start_timeout_s, log)]  # the start-up cost, apart
+        n = len(actors)
         start_seconds = time.perf_counter() - start
         log(f"labelling {len(todo)} images ({len(keep)} already done) in {len(shares)} shares on {n} Ray actors "
             f"({'1 GPU' if replica.gpu else f'{replica.cpus:g} CPU'} each); labeler {labeler}")
@@ -249,6 +259,28 @@ def label_partition_ray(
         attempted=len(new_rows), failed_this_run=sum(r["status"] == FAILED for r in new_rows), actors=per_actor,
         relabelled_after_failures=twice, warnings=list(first["warnings"]), start_seconds=start_seconds,
         model_fingerprint=first["model_fingerprint"], queries_fingerprint=first["queries_fingerprint"])
+
+
+def _started(actors: list[Any], timeout_s: float, log: Callable[[str], None]) -> list[Any]:
+    """The actors whose replica loaded within ``timeout_s``; the others are killed (their resources freed)."""
+    import ray
+
+    if not actors:
+        return []
+    refs = [a.describe.remote() for a in actors]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    kept = []
+    for actor, ref in zip(actors, refs):
+        try:
+            if ref in ready:
+                ray.get(ref)
+                kept.append(actor)
+                continue
+            log(f"a SAM3 replica did not start within {timeout_s:.0f}s (no free GPU left?): going on without it")
+        except Exception as exc:  # noqa: BLE001 - one replica failing to load leaves the others labelling
+            log(f"a SAM3 replica failed to start ({type(exc).__name__}: {exc}): going on without it")
+        ray.kill(actor)
+    return kept
 
 
 def _rows_of(parts_dir: Path, todo: list[dict]) -> tuple[list[dict], int]:
