@@ -85,9 +85,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="CI: 8 small frames, one round (the code path, not figures)")
     args = ap.parse_args()
     if args.quick:
-        args.images, args.size, args.rounds = 8, "160x120", 1
+        args.images, args.size, args.rounds, args.share_batches = 8, "160x120", 1, 1
     import ray
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     w, h = (int(v) for v in args.size.split("x"))
     settings = LabelSettings(image_batch=args.image_batch, score_thresh=0.5)
     tmp = Path(tempfile.mkdtemp(prefix="bench-label-workers-"))
