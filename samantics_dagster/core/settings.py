@@ -44,6 +44,7 @@ class Env(StrEnum):
     DEVICE_LEASE_DIR = "SAMANTICS_DEVICE_LEASE_DIR"
     DEVICE_WAIT = "SAMANTICS_DEVICE_WAIT_SECONDS"
     DEVICE = "SAMANTICS_DEVICE"
+    RAY_ADDRESS = "SAMANTICS_RAY_ADDRESS"
     LABEL_STUDIO_URL = "LABEL_STUDIO_URL"
     LABEL_STUDIO_API_KEY = "LABEL_STUDIO_API_KEY"  # bound with EnvVar (a secret: never in a run's config)
     LABEL_STUDIO_DOCUMENT_ROOT = "LABEL_STUDIO_DOCUMENT_ROOT"
@@ -104,6 +105,7 @@ class Settings:
     device_lease_dir: str = ""  # empty: a per-user folder on local storage (core.label.devices)
     device_wait_s: float = DEVICE_WAIT_DEFAULT_S
     sam3_device: str = "auto"
+    ray_address: str = ""  # empty: label in the run's own process; else the Ray cluster labelling runs on
     label_studio_url: str = ""
     label_studio_document_root: str = ""
     label_studio_dataset_dir: str = ""
@@ -129,6 +131,7 @@ class Settings:
             device_lease_dir=env.get(Env.DEVICE_LEASE_DIR) or "",
             device_wait_s=_float(env, Env.DEVICE_WAIT, DEVICE_WAIT_DEFAULT_S),
             sam3_device=_device(env),
+            ray_address=(env.get(Env.RAY_ADDRESS) or "").strip(),
             label_studio_url=env.get(Env.LABEL_STUDIO_URL) or "",
             label_studio_document_root=env.get(Env.LABEL_STUDIO_DOCUMENT_ROOT) or "",
             label_studio_dataset_dir=env.get(Env.LABEL_STUDIO_DATASET_DIR) or "",

@@ -1,7 +1,6 @@
 """``sam3_labels``: SAM3 instances (boxes, scores, COCO RLE masks) for every accepted image."""
 
 import json
-import os
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -32,11 +31,12 @@ from samantics_dagster.core.label.preview import previews_markdown, render_previ
 from samantics_dagster.core.label.queries import QuerySet, truncate_queries
 from samantics_dagster.core.label.taxonomy import load_taxonomy
 from samantics_dagster.core.progress import ProgressLog
+from samantics_dagster.core.settings import settings
 from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
 from samantics_dagster.defs.resources.gpu_lease import held_lease
-from samantics_dagster.defs.resources.ray_workers import RAY_ADDRESS_ENV, ray_connected
+from samantics_dagster.defs.resources.ray_workers import ray_connected
 from samantics_dagster.defs.resources.sam3 import Sam3Resource
 
 if TYPE_CHECKING:  # ray is an optional extra: its path is imported only when a run labels on Ray
@@ -124,7 +124,7 @@ class LabelConfig(Config):
     kinds={"pytorch", "parquet"},
     pool="gpu",
     metadata=column_schema(TableName.SAM3_LABELS),
-    op_tags={"dagster-k8s/config": K8S_RAY_DRIVER_CONFIG if os.environ.get(RAY_ADDRESS_ENV) else K8S_GPU_CONFIG},
+    op_tags={"dagster-k8s/config": K8S_RAY_DRIVER_CONFIG if settings().ray_address else K8S_GPU_CONFIG},
     description="SAM3 on every accepted image of the category: one row per image, instances as JSON (boxes XYXY, scores, RLE).",
     check_specs=[AssetCheckSpec("labels_failure_share", asset="sam3_labels", blocking=True, description=(
         "The share of the category's accepted images whose label failed (in this run or kept from an earlier "

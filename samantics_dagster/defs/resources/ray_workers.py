@@ -10,7 +10,6 @@ its cluster when the run starts, and a connected process labels on that cluster.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,19 +17,19 @@ from typing import Any
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-RAY_ADDRESS_ENV = "SAMANTICS_RAY_ADDRESS"
+from samantics_dagster.core.settings import Env, read_settings
 
 
 class RayWorkersResource(ConfigurableResource):
     """The Ray cluster labelling runs on, if any (see the module docstring)."""
 
     address: str = Field("", description=(
-        f"Ray cluster address (`ray://head:10001`, `head:6379`, or `auto` on a Ray node); empty: {RAY_ADDRESS_ENV}; "
+        f"Ray cluster address (`ray://head:10001`, `head:6379`, or `auto` on a Ray node); empty: {Env.RAY_ADDRESS}; "
         "both empty: label in the run's own process on one leased GPU."))
     _connected_here: bool = PrivateAttr(default=False)
 
     def resolved_address(self) -> str:
-        return self.address or os.environ.get(RAY_ADDRESS_ENV, "")
+        return self.address or read_settings().ray_address
 
     def connect(self, log: Callable[[str], None]) -> bool:
         """Connect this process to the cluster; ``False`` when no Ray is configured (label in-process)."""
@@ -55,7 +54,7 @@ def ray_connected(resource: Any, log: Callable[[str], None]) -> bool:
     try:
         import ray
     except ImportError:
-        raise RuntimeError(f"{RAY_ADDRESS_ENV}={address!r} asks for Ray, which is not installed here: install the "
+        raise RuntimeError(f"{Env.RAY_ADDRESS}={address!r} asks for Ray, which is not installed here: install the "
                            "`ray` extra (pip install 'samantics-dagster[ray]'), or unset it to label in-process") from None
     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     resource._connected_here = True

@@ -41,15 +41,18 @@ class Sam3Resource(ConfigurableResource):
         that asked for ``cuda`` on a machine without one fails here in seconds, saying how to fix it. Also
         remembers the instance (the ``gpu`` pool is sized through it) and the run (named in the device lease)."""
         from samantics_dagster.core.label.model import check_device
+        from samantics_dagster.core.settings import read_settings
 
-        picked = check_device(self.device)
-        if self.device == "auto" and picked.type == "cpu" and context.log is not None:
-            context.log.warning("sam3 device 'auto': no CUDA device visible, labelling on the CPU (slow). "
-                                "Production deployments set SAMANTICS_DEVICE=cuda so this fails instead.")
         self._instance = context.instance
         self._owner = f"run {context.run.run_id}" if context.run is not None else "a Dagster process"
         if context.log is not None:
             self._log = context.log.info
+        if read_settings().ray_address:
+            return  # the Ray actors hold the GPUs (one each, by Ray's accounting): this process needs none
+        picked = check_device(self.device)
+        if self.device == "auto" and picked.type == "cpu" and context.log is not None:
+            context.log.warning("sam3 device 'auto': no CUDA device visible, labelling on the CPU (slow). "
+                                "Production deployments set SAMANTICS_DEVICE=cuda so this fails instead.")
 
     def visible_devices(self) -> "list[DeviceSlot]":
         """The GPUs a run may lease (``core.label.devices``); the lease tests put CPU stand-ins here."""
