@@ -196,7 +196,7 @@ def our_way(m: LoadedSam3, store: ImageStore, names: list[str], prompts: list[st
 
     queries = QuerySet(tuple(Query(i + 1, p, p) for i, p in enumerate(prompts)))
     spec = Spec(tuple(CategorySpec(i + 1, p, "thing") for i, p in enumerate(prompts)))
-    settings = LabelSettings(score_thresh=threshold, nms_iou=None, max_detections=None, relation_rules=(),
+    settings = LabelSettings(candidate_floor=threshold, max_candidates=None,
                              image_batch=args.image_batch, pair_chunk=args.pair_chunk)
     table_path = workdir / f"labels-{len(prompts)}-{time.time_ns()}.parquet"
     r = label_partition(pd.DataFrame({"dhash": names, "rel_path": names}), store,

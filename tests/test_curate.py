@@ -164,6 +164,8 @@ def test_a_changed_taxonomy_is_refused_until_every_category_is_curated_again(cur
     renamed = next(c for c in spec["categories"] if c["name"] == "car")
     renamed["name"] = "automobile"  # same id, new name: labels stay valid, the taxonomy does not
     (dataset / "coco-spec.json").write_text(json.dumps(spec))
+    queries = dataset / "sam-queries.yaml"  # its entries name categories: curation reads its thresholds
+    queries.write_text(queries.read_text().replace('car: "car"', 'automobile: "car"'))
     before = (dataset / "coco" / "train.json").read_bytes()
     export = list(defs.assets)
     result = materialize(export, selection=["coco_dataset"], instance=instance, resources=defs.resources,

@@ -25,7 +25,7 @@ from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.dataset.spec import CategorySpec, Spec
 from samantics_dagster.core.dataset.store import ImageStore
 from samantics_dagster.core.label.model import load_sam3
-from samantics_dagster.core.label.pipeline import PASSENGER, LabelSettings, label_partition, make_segmenter
+from samantics_dagster.core.label.pipeline import LabelSettings, label_partition, make_segmenter
 from samantics_dagster.core.label.queries import Query, QuerySet
 from samantics_dagster.core.label.ray_workers import ReplicaSpec, label_partition_ray
 from samantics_dagster.demo.tiny_sam3 import save_tiny_sam3
@@ -38,8 +38,7 @@ NAMES = ["person", "car", "passenger", "dog"]
 SPEC = Spec(tuple(CategorySpec(i + 1, n, "thing") for i, n in enumerate(NAMES)))
 QUERIES = QuerySet(tuple(Query(i + 1, n, t) for i, (n, t) in
                          enumerate(zip(NAMES, ["person", "car", "person in a car", "a dog"]))))
-SETTINGS = LabelSettings(score_thresh=0.55, nms_iou=0.5, max_detections=6, relation_rules=(PASSENGER,),
-                         image_batch=1, pair_chunk=8)
+SETTINGS = LabelSettings(candidate_floor=0.55, max_candidates=6, image_batch=1, pair_chunk=8)
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera"]
 N_IMAGES = 24
 CATEGORY = "street"

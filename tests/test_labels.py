@@ -49,7 +49,7 @@ def test_labels_every_accepted_image_and_skips_them_next_time(dataset_env, insta
     assert instances, "the biased tiny model should detect something"
     for inst in instances:
         assert set(inst) == {"category_id", "bbox_xyxy", "score", "rle", "area"}
-        assert isinstance(inst["rle"]["counts"], str) and inst["score"] > 0.5
+        assert isinstance(inst["rle"]["counts"], str) and inst["score"] > 0.1  # the default candidate floor
     assert not (dataset_env / "labels.jsonl").exists()  # a dataset-wide file: its own asset, not every label run's
     assert materialize(LABELS_JSONL + LABELS + UPSTREAM, selection=["labels_jsonl"], instance=instance,
                        resources=defs.resources).success
@@ -65,9 +65,13 @@ def test_labels_every_accepted_image_and_skips_them_next_time(dataset_env, insta
     assert again["labelled_this_run"] == 0 and again["reused"] == len(deduped)
     pd.testing.assert_frame_equal(table, pd.read_parquet(table_path(dataset_env, "sam3_labels", CATEGORY)))
 
-    changed = _meta(_label(instance, {"ops": {"sam3_labels": {"config": {"score_thresh": 0.7}}}}))
+    # a class threshold is a curate-time choice: changing it relabels nothing
+    queries = dataset_env / "sam-queries.yaml"
+    queries.write_text(queries.read_text() + "_threshold: 0.7\n")
+    assert _meta(_label(instance))["labelled_this_run"] == 0
+    changed = _meta(_label(instance, {"ops": {"sam3_labels": {"config": {"candidate_floor": 0.7}}}}))
     assert changed["labelled_this_run"] == len(deduped)
-    assert "thresholds changed" in changed["relabelled_because"]
+    assert "candidate floor changed" in changed["relabelled_because"]
 
 
 @pytest.mark.slow

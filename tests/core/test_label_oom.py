@@ -28,7 +28,7 @@ torch.set_num_threads(1)
 NAMES = ["person", "car", "dog"]
 SPEC = Spec(tuple(CategorySpec(i + 1, n, "thing") for i, n in enumerate(NAMES)))
 QUERIES = QuerySet(tuple(Query(i + 1, n, n) for i, n in enumerate(NAMES)))
-SETTINGS = LabelSettings(score_thresh=0.55, image_batch=3, pair_chunk=4)
+SETTINGS = LabelSettings(candidate_floor=0.55, image_batch=3, pair_chunk=4)
 PHOTOS = [("astronaut", (64, 48)), ("coffee", (40, 72)), ("chelsea", (90, 90)), ("rocket", (50, 30)),
           ("camera", (33, 47))]
 

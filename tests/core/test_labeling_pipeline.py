@@ -2,8 +2,10 @@
 
 ``_serial_segment_batch`` is the per-(image, prompt) loop ``segment_batch`` used to be (scores and boxes
 copied per row, kept masks upsampled per row, full-resolution bool masks copied back inline), and
-``_serial_instances`` the post-processing that followed it on the main thread. The pipelined path must
-give the very same instances: same scores, boxes, areas and RLE strings, not merely close ones.
+``_serial_instances`` the post-processing that followed it on the main thread (thresholds, NMS, relation
+rules applied at labelling time). The pipelined path keeps candidates down to a lower floor; what passes
+the same thresholds among them (``select``, applied when curating) must be the very same instances: same
+scores, boxes, areas and RLE strings, not merely close ones.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from samantics_dagster.core.dataset.spec import CategorySpec, Spec
 from samantics_dagster.core.dataset.store import ImageStore
 from samantics_dagster.core.dataset.tables import write_table
+from samantics_dagster.core.label.candidates import PASSENGER, Selection, select
 from samantics_dagster.core.label.masks import (
     Instance,
     apply_relation_rules,
@@ -30,7 +33,6 @@ from samantics_dagster.core.label.masks import (
 from samantics_dagster.core.label.model import _thresholds, encode_prompts, load_sam3, segment_batch
 from samantics_dagster.core.label.pipeline import (
     IMPORTED_PREFIX,
-    PASSENGER,
     LabelSettings,
     label_partition,
     label_row,
@@ -46,8 +48,9 @@ torch.set_num_threads(1)
 NAMES = ["person", "car", "passenger", "dog"]
 SPEC = Spec(tuple(CategorySpec(i + 1, n, "thing") for i, n in enumerate(NAMES)))
 QUERIES = QuerySet(tuple(Query(i + 1, n, t) for i, (n, t) in enumerate(zip(NAMES, ["person", "car", "person in a car", "a dog"]))))
-SETTINGS = LabelSettings(score_thresh=0.55, category_thresh={"dog": 0.5}, nms_iou=0.5, max_detections=6,
-                         relation_rules=(PASSENGER,), image_batch=2, pair_chunk=5)
+SETTINGS = LabelSettings(candidate_floor=0.3, max_candidates=6, image_batch=2, pair_chunk=5)
+SELECTION = Selection(default=0.55, thresholds={4: 0.5}, nms_iou=0.5, max_detections=6, relation_rules=(PASSENGER,),
+                      name_to_id={c.name: c.id for c in SPEC.categories})
 # Different sizes and both orientations: masks must land in each image's own pixels.
 PHOTOS = [("astronaut", (64, 48)), ("coffee", (40, 72)), ("chelsea", (90, 90)), ("rocket", (50, 30)),
           ("camera", (33, 47)), ("astronaut", (120, 80)), ("coffee", (72, 40))]
@@ -116,17 +119,17 @@ def _serial_segment_batch(m, images, text, text_mask, *, score_threshold, pair_c
 
 
 def _serial_instances(m, images) -> list[list[Instance]]:
-    """The old make_segmenter: serial inference, then RLE and filters on the calling thread."""
+    """The old make_segmenter: serial inference at the class thresholds, then RLE and filters on the calling thread."""
     text, text_mask = encode_prompts(m, [q.text for q in QUERIES.queries])
-    thresholds = [SETTINGS.category_thresh.get(q.category_name, SETTINGS.score_thresh) for q in QUERIES.queries]
+    thresholds = [SELECTION.threshold(q.category_id) for q in QUERIES.queries]
     cat_ids = [q.category_id for q in QUERIES.queries]
     out = []
     for dets in _serial_segment_batch(m, images, text, text_mask, score_threshold=thresholds,
-                                      pair_chunk=SETTINGS.pair_chunk, max_detections_per_pair=SETTINGS.max_detections):
+                                      pair_chunk=SETTINGS.pair_chunk, max_detections_per_pair=SETTINGS.max_candidates):
         inst = build_instances(np.stack([d[3] for d in dets]), [d[2] for d in dets], [d[1] for d in dets],
                                [cat_ids[d[0]] for d in dets]) if dets else []
-        inst = cap_detections(cross_prompt_nms(inst, SETTINGS.nms_iou), SETTINGS.max_detections)
-        out.append(apply_relation_rules(inst, list(SETTINGS.relation_rules), {c.name: c.id for c in SPEC.categories}))
+        inst = cap_detections(cross_prompt_nms(inst, SELECTION.nms_iou), SELECTION.max_detections)
+        out.append(apply_relation_rules(inst, list(SELECTION.relation_rules), dict(SELECTION.name_to_id)))
     return out
 
 
@@ -163,8 +166,10 @@ def test_pipelined_labels_equal_the_serial_path(m, dataset, tmp_path, post_worke
                              post_workers=post_workers, log=lambda s: None)
     table = result.table.set_index("dhash")
     assert (table.status == "done").all() and len(table) == len(PHOTOS)
-    for dhash, ref in zip(accepted.dhash, reference):
-        assert json.loads(table.loc[dhash, "instances"]) == [i.to_record() for i in ref]
+    candidates = [[Instance.from_record(r) for r in json.loads(table.loc[d, "instances"])] for d in accepted.dhash]
+    assert sum(map(len, candidates)) > sum(map(len, reference)), "the floor should keep candidates below the thresholds"
+    for cands, ref in zip(candidates, reference):
+        assert [i.to_record() for i in select(cands, SELECTION)] == [i.to_record() for i in ref]
     assert result.post_seconds > 0 and 0 <= result.post_wait_seconds <= result.post_seconds + 1.0
 
 
@@ -189,7 +194,7 @@ def test_a_demo_partition_labelled_with_device_rle_equals_the_pycocotools_path(m
     queries = load_queries(spec, tmp_path / "dataset" / "sam-queries.yaml", derived=["passenger"])
     tables, results = {}, {}
     for device_rle in (False, True):
-        settings = LabelSettings(score_thresh=0.5, nms_iou=0.9, image_batch=2, pair_chunk=8, device_rle=device_rle)
+        settings = LabelSettings(candidate_floor=0.5, image_batch=2, pair_chunk=8, device_rle=device_rle)
         res = label_partition(accepted, store, make_segmenter(m, queries, spec, settings), "lab",
                               table_path=tmp_path / f"t-{device_rle}.parquet", image_batch=2, log=lambda s: None)
         tables[device_rle], results[device_rle] = res.table, res
@@ -310,7 +315,7 @@ def test_imported_rows_are_kept_unless_relabel_imported(dataset, tmp_path):
     assert len(labelled) == 3 and again.reused == len(PHOTOS) - 3
     assert (again.table.labeler == "sam3:new").all()
     assert "3 images" in logs[0] and "relabel_imported is set" in logs[0]
-    assert "thresholds changed" not in logs[0]
+    assert "candidate floor changed" not in logs[0]
 
 
 def test_after_part_is_called_once_each_part_is_on_disk(dataset, tmp_path):

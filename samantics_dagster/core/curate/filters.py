@@ -1,6 +1,9 @@
 """Curation: which labelled frames go into the training set, and into which split.
 
-The filters are the seed's ``curate.py``: frames with no detections go, frames with only people go
+SAM3's rows hold candidates (every instance above a floor score); what passes today's class thresholds, the
+cross-prompt NMS and the relation rules (``selection``, from ``sam-queries.yaml``) is chosen here, first, so
+a threshold change re-curates a category without the model. A person's reviewed row replaces SAM3's as it
+is (people are not thresholded). Then the filters of the seed's ``curate.py``: frames with no detections go, frames with only people go
 (most video frames show someone; they teach little) unless ``keep_only_person``, instances outside the
 chosen categories or below a minimum score go. Splits are grouped by video through ``core.split`` and
 sticky: a video that already has a split anywhere in the dataset keeps it, so a frame never moves from
@@ -20,6 +23,7 @@ from samantics_dagster.core.curate.split import DEFAULT_RATIOS, assign_splits
 from samantics_dagster.core.dataset.frame import CocoFrame, JsonInstances, usable
 from samantics_dagster.core.dataset.schema import CURATED_COCO, CurateReason, CurateStatus, DedupeStatus, LabelStatus
 from samantics_dagster.core.dataset.spec import Spec, SpecError
+from samantics_dagster.core.label.candidates import Selection, select_text
 
 CURATE_COLUMNS = CURATED_COCO.names
 INCLUDED, EXCLUDED = CurateStatus.INCLUDED, CurateStatus.EXCLUDED
@@ -103,7 +107,7 @@ _LABEL_COLUMNS = ("dhash", "status", "width", "height", "instances", "rel_path")
 
 class _LabelRows:
     """dhash -> its label row as a small dict, read from column arrays (a person's reviewed row replaces
-    SAM3's); no dict per row of the table is built up front."""
+    SAM3's); no dict per row of the table is built up front. ``human`` tells a reviewed row from SAM3's."""
 
     def __init__(self, labels: pd.DataFrame, reviewed: pd.DataFrame | None) -> None:
         self._columns: list[dict] = []
@@ -124,15 +128,16 @@ class _LabelRows:
         if at is None:
             return None
         columns = self._columns[at[0]]
-        return {c: columns[c][at[1]] for c in _LABEL_COLUMNS}
+        return {**{c: columns[c][at[1]] for c in _LABEL_COLUMNS}, "human": at[0] > 0}
 
 
 def curate_partition(labels: pd.DataFrame, deduped: pd.DataFrame, spec: Spec, settings: CurateSettings,
                      previous_groups: Mapping[str, str] | None = None, category: str | None = None,
-                     reviewed: pd.DataFrame | None = None) -> Curated:
+                     reviewed: pd.DataFrame | None = None, selection: Selection | None = None) -> Curated:
     """Curate one category: ``labels`` is its sam3_labels table, ``deduped`` its deduped_images table,
     ``previous_groups`` the split of every video already split anywhere in the dataset, ``reviewed`` its
-    reviewed_labels table: a person's row replaces SAM3's for that frame."""
+    reviewed_labels table: a person's row replaces SAM3's for that frame. ``selection`` chooses among SAM3's
+    candidates (``None``: every candidate passes, for tables whose rows hold no more than the labels)."""
     chosen = settings.chosen_ids(spec)
     accepted = deduped[deduped["status"] == DedupeStatus.ACCEPTED].drop_duplicates("dhash")
     # columns and row positions, not one dict per row: instance texts are parsed one frame at a time
@@ -155,7 +160,11 @@ def curate_partition(labels: pd.DataFrame, deduped: pd.DataFrame, spec: Spec, se
         else:
             w, h = int(label["width"]), int(label["height"])
             text = label["instances"]
-            parsed = json.loads(text)
+            if selection is not None and not label["human"]:
+                parsed, same = select_text(text, selection)
+                text = text if same else json.dumps(parsed)
+            else:
+                parsed = json.loads(text)
             instances, reason, lost = filter_instances(parsed, w, h, spec, settings, chosen)
             if reason:
                 row["reason"] = reason

@@ -172,9 +172,10 @@ SAM3_LABELS = TableSchema(TableName.SAM3_LABELS, _cols(
     ("rel_path", _S, "the frame it was accepted from"),
     ("status", _S, "done | failed"),
     ("error", _S, "why labelling failed"),
-    ("n_instances", _I, "instances kept"),
-    ("instances", _S, "JSON list of {category_id, bbox_xyxy, score, rle{size,counts}, area}"),
-    ("labeler", _S, "model + queries + thresholds fingerprint (imported:... for legacy rows)"),
+    ("n_instances", _I, "candidates kept (scores above the candidate floor)"),
+    ("instances", _S, "JSON list of candidates {category_id, bbox_xyxy, score, rle{size,counts}, area}; "
+                      "sam-queries.yaml's thresholds, NMS and relation rules choose among them when curating"),
+    ("labeler", _S, "model + queries + candidate floor fingerprint (imported:... for legacy rows)"),
     ("width", _I, "pixels"),
     ("height", _I, "pixels"),
 ), key="dhash")

@@ -9,6 +9,9 @@ order in the kernel (``os.sendfile``): the same bytes as ``write_jsonl(labels_js
 That concatenation is the one step that still costs the whole dataset (2.3 GB at 1 M images): the caller
 decides by the record count whether it is due (``core.export.shards.single_files_due``, as for the merged
 COCO files); ``labels_jsonl_current`` tells from fingerprints alone whether the file is up to date.
+
+The records hold what passes today's thresholds (``sam-queries.yaml``, ``core.label.candidates``), so a
+segment's key also holds the selection's fingerprint: a threshold change rebuilds every segment.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from samantics_dagster.core.dataset.fingerprint import file_fingerprint
 from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.dataset.tables import read_table, write_jsonl
+from samantics_dagster.core.label.candidates import Selection
 from samantics_dagster.core.label.pipeline import LABELS_JSONL_COLUMNS, category_label_records
+from samantics_dagster.core.label.taxonomy import dataset_selection
 
 
 @dataclass
@@ -45,19 +50,23 @@ def _key(layout: DatasetLayout, category: str) -> dict | None:
     return key if layout.labels_segment(category).is_file() else None
 
 
-def refresh_segments(layout: DatasetLayout) -> SegmentsResult:
-    """Rebuild the segments whose sam3_labels table changed, drop those whose table is gone."""
+def refresh_segments(layout: DatasetLayout, selection: Selection | None = None) -> SegmentsResult:
+    """Rebuild the segments whose sam3_labels table or selection changed, drop those whose table is gone.
+    ``selection``: what passes (``None``: as ``sam-queries.yaml`` says)."""
+    if selection is None:
+        selection = dataset_selection(layout)
     result = SegmentsResult()
     categories = layout.table_categories(TableName.SAM3_LABELS)
     for category in categories:
         table_path = layout.table(TableName.SAM3_LABELS, category)
         fingerprint = file_fingerprint(table_path)
         key = _key(layout, category)
-        if key is not None and key.get("table") == fingerprint:
+        if key is not None and key.get("table") == fingerprint and key.get("selection") == selection.fingerprint():
             continue
         table = read_table(table_path, columns=LABELS_JSONL_COLUMNS)
-        n = write_jsonl(category_label_records(category, table), layout.labels_segment(category))
-        write_text_atomic(layout.labels_segment_key(category), json.dumps({"table": fingerprint, "records": n}))
+        n = write_jsonl(category_label_records(category, table, selection), layout.labels_segment(category))
+        write_text_atomic(layout.labels_segment_key(category),
+                          json.dumps({"table": fingerprint, "selection": selection.fingerprint(), "records": n}))
         result.rebuilt.append(category)
     for category in sorted(set(layout.labels_segment_categories()) - set(categories)):
         layout.labels_segment_key(category).unlink(missing_ok=True)
@@ -80,9 +89,10 @@ def labels_jsonl_current(layout: DatasetLayout) -> bool:
     return bool(recorded == _concat_key(layout, layout.labels_segment_categories()))
 
 
-def write_labels_jsonl(layout: DatasetLayout, due: Callable[[int], bool] = lambda records: True) -> SegmentsResult:
+def write_labels_jsonl(layout: DatasetLayout, due: Callable[[int], bool] = lambda records: True,
+                       selection: Selection | None = None) -> SegmentsResult:
     """Refresh the segments, then, if ``due(records)``, replace labels.jsonl with them in category order."""
-    result = refresh_segments(layout)
+    result = refresh_segments(layout, selection)
     categories = layout.labels_segment_categories()
     result.records = sum(int((_key(layout, c) or {}).get("records", 0)) for c in categories)
     if not due(result.records):

@@ -4,7 +4,7 @@ Results are written in parts, one parquet file per finished batch (temp file + r
 ``tables/sam3_labels/.parts/{category}/``; a run killed mid-partition loses only the batches in
 flight (the one on the device and the one being post-processed), and the next run merges the parts
 and labels only what is missing. An image whose row is ``done`` under the same labeler fingerprint
-(model + queries + thresholds) is never labelled again, nor is a ``done`` row brought in from an
+(model + queries + candidate floor) is never labelled again, nor is a ``done`` row brought in from an
 older dataset (labeler ``imported:...``) unless asked; ``failed`` rows are retried only when asked, except
 those that failed on a device error, which every run tries again (``core.label.failures``).
 
@@ -12,6 +12,10 @@ Three stages overlap: a loader thread decodes batch b+1 while the main thread ru
 device, and post-processing threads turn batch b-1's masks into RLE instances and write its part
 (``core.label.stages``). The table, its parts and the resume plan are in ``core.label.resume``; every
 name they export that callers used from here is still importable from here.
+
+Each row keeps the candidates: every instance above ``candidate_floor``, the top ``max_candidates`` per
+(image, prompt), before class thresholds, NMS and relation rules (``core.label.candidates``: those are
+applied when curating, so the fingerprint does not depend on them).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,15 +37,8 @@ from samantics_dagster.core.dataset.schema import IMPORTED_PREFIX, SAM3_LABELS
 from samantics_dagster.core.dataset.spec import Spec
 from samantics_dagster.core.dataset.store import ImageStore
 from samantics_dagster.core.dataset.tables import read_table
-from samantics_dagster.core.label.masks import (
-    Instance,
-    RelationRule,
-    apply_relation_rules,
-    build_instances,
-    cap_detections,
-    cross_prompt_nms,
-    instances_from_rles,
-)
+from samantics_dagster.core.label.candidates import DEFAULT_FLOOR, PASSENGER, Selection, select, select_records
+from samantics_dagster.core.label.masks import Instance, build_instances, instances_from_rles
 from samantics_dagster.core.label.queries import QuerySet
 from samantics_dagster.core.label.resume import (
     DONE,
@@ -60,12 +57,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DONE", "FAILED", "IMPORTED_PREFIX", "LABELS_JSONL_COLUMNS", "LABEL_COLUMNS", "PASSENGER", "Finish",
-    "LabelResult", "LabelSettings", "ProgressFn", "Segmenter", "category_label_records", "label_partition",
+    "LabelResult", "LabelSettings", "ProgressFn", "Segmenter", "Selection", "select", "category_label_records", "label_partition",
     "label_row", "labels_jsonl_records", "load_image", "make_segmenter", "to_table",
 ]
 
 LABEL_COLUMNS = SAM3_LABELS.names
-PASSENGER = RelationRule(subject="person", container="car", becomes="passenger")
 
 
 # Settings that change speed or memory, never the labels: outside the fingerprint, so changing them
@@ -75,13 +71,13 @@ _NOT_LABEL_KNOBS = ("image_batch", "pair_chunk", "upsample_budget_mb", "device_r
 
 @dataclass(frozen=True)
 class LabelSettings:
-    """The knobs that change labels (all part of the fingerprint) and the batch sizes (not part of it)."""
+    """The knobs that change the candidates (part of the fingerprint) and the batch sizes (not part of it).
 
-    score_thresh: float = 0.5
-    category_thresh: dict[str, float] = field(default_factory=dict)  # category name -> threshold
-    nms_iou: float | None = 0.5
-    max_detections: int | None = 100
-    relation_rules: tuple[RelationRule, ...] = (PASSENGER,)
+    Class thresholds, NMS and relation rules are not here: they choose among the candidates when curating.
+    """
+
+    candidate_floor: float = DEFAULT_FLOOR  # keep every instance scoring above this
+    max_candidates: int | None = 100  # per (image, prompt), highest scores first
     image_batch: int = 4
     pair_chunk: int = 32
     upsample_budget_mb: float | None = None  # device memory per upsampling chunk; None: per-device default
@@ -128,24 +124,16 @@ def make_segmenter(loaded: LoadedSam3, queries: QuerySet, spec: Spec, settings: 
 
     texts = [q.text for q in queries.queries]
     text, text_mask = encode_prompts(loaded, texts)
-    thresholds = [settings.category_thresh.get(q.category_name, settings.score_thresh) for q in queries.queries]
     cat_ids = np.array([q.category_id for q in queries.queries])
-    name_to_id = {c.name: c.id for c in spec.categories}
 
     def segment(images: list[Image.Image]) -> Finish:
-        pending = detect(loaded, images, text, text_mask, score_threshold=thresholds,
-                         pair_chunk=settings.pair_chunk, max_detections_per_pair=settings.max_detections,
+        pending = detect(loaded, images, text, text_mask, score_threshold=settings.candidate_floor,
+                         pair_chunk=settings.pair_chunk, max_detections_per_pair=settings.max_candidates,
                          pad_chunks=loaded.compiled, upsample_budget_mb=settings.upsample_budget_mb,
                          device_rle=settings.device_rle)
 
         def finish() -> list[list[Instance]]:
-            out = []
-            for groups in pending.groups():
-                inst = [i for g in groups for i in _group_instances(g, cat_ids)]
-                inst = cross_prompt_nms(inst, settings.nms_iou)
-                inst = cap_detections(inst, settings.max_detections)
-                out.append(apply_relation_rules(inst, list(settings.relation_rules), name_to_id))
-            return out
+            return [[i for g in groups for i in _group_instances(g, cat_ids)] for groups in pending.groups()]
 
         return finish
 
@@ -213,18 +201,23 @@ def label_partition(
                        load_seconds=t.load, device_seconds=t.device)
 
 
-def labels_jsonl_records(tables: dict[str, pd.DataFrame]) -> list[dict]:
-    """One record per labelled image in the seed's labels.jsonl format (boxes XYXY, category ids, RLE masks)."""
-    return [rec for category, table in sorted(tables.items()) for rec in category_label_records(category, table)]
+def labels_jsonl_records(tables: dict[str, pd.DataFrame], selection: Selection | None = None) -> list[dict]:
+    """One record per labelled image in the seed's labels.jsonl format (boxes XYXY, category ids, RLE masks):
+    the instances that pass ``selection`` (``None``: every candidate)."""
+    return [rec for category, table in sorted(tables.items())
+            for rec in category_label_records(category, table, selection)]
 
 
 LABELS_JSONL_COLUMNS = ["dhash", "rel_path", "status", "instances", "labeler", "width", "height"]  # what a record needs
 
 
-def category_label_records(category: str, table: pd.DataFrame) -> Iterator[dict]:
-    """One category's labels.jsonl records, one at a time (``core.label.jsonl_segments`` writes them per category)."""
+def category_label_records(category: str, table: pd.DataFrame, selection: Selection | None = None) -> Iterator[dict]:
+    """One category's labels.jsonl records, one at a time (``core.label.jsonl_segments`` writes them per category);
+    the instances that pass ``selection`` (``None``: every candidate)."""
     for row in table[table.status == DONE].itertuples():
         inst = json.loads(row.instances)
+        if selection is not None:
+            inst = select_records(inst, selection)
         yield {
             "image": f"images/{row.dhash}.jpg", "dhash": row.dhash, "source_path": row.rel_path,
             "category": category, "width": int(row.width), "height": int(row.height),

@@ -14,6 +14,17 @@ may have gaps and are kept as given, since labels and exported COCO refer to the
     person:
       person: "person"
 
+A category's entry may also be a mapping, to give its score threshold (what passes from the candidates
+``sam3_labels`` keeps: applied when curating, so changing it relabels nothing) and alternative phrasings to
+try (prompt trials)::
+
+    vehicle:
+      car: {query: "car", threshold: 0.45, alternatives: ["automobile", "passenger car"]}
+    _threshold: 0.5            # top level: the threshold of every class without its own (default 0.5)
+    _nms_iou: 0.5              # cross-prompt mask NMS: IoU above which the lower score goes (1: off)
+    _max_detections: 100       # per image, highest scores first
+    _relation_rules: true      # person inside car -> passenger (when the spec has `passenger`)
+
 A missing or empty file, or a supercategory left empty, means the defaults. Categories named in ``derived``
 are produced by relation rules from other labels (e.g. ``passenger`` from a ``person`` inside a ``car``);
 they are never queried, so they get no query and may not be given one.
@@ -26,7 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +45,11 @@ from typing import Any
 import yaml
 
 from samantics_dagster.core.dataset.spec import Spec, did_you_mean, spec_error
+from samantics_dagster.core.label.candidates import DEFAULT_THRESHOLD, PASSENGER, Selection
 
 ALL_KEY = "_all"
+ENTRY_KEYS = ("query", "threshold", "alternatives")
+SELECTION_KEYS = ("_threshold", "_nms_iou", "_max_detections", "_relation_rules")  # top-level, not supercategories
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,8 @@ def load_queries(spec: Spec, path: Path | None, *, derived: Iterable[str] = ()) 
 
     overrides: dict[str, str] = {}
     for sup, body in raw.items():
+        if sup in SELECTION_KEYS:
+            continue
         if not isinstance(sup, str):
             raise spec_error(path, f"key {sup!r}", "is not a string", "quote the supercategory name")
         if sup not in supers:
@@ -129,6 +145,11 @@ def load_queries(spec: Spec, path: Path | None, *, derived: Iterable[str] = ()) 
             if name in derived:
                 raise spec_error(path, entry, "is a derived category, made by a relation rule and never queried",
                             "remove the entry")
+            if isinstance(value, dict):
+                _check_entry(path, entry, value)
+                if "query" in value:
+                    overrides[name] = _text(path, f"{entry}.query", value["query"])
+                continue
             overrides[name] = _text(path, entry, value)
         if all_text is not None:
             for name in supers[sup]:
@@ -169,3 +190,84 @@ def truncate_queries(qs: QuerySet, count_tokens: Callable[[str], int],
         warnings.append(f"query for category {q.category_name!r} (id {q.category_id}) is {n} tokens, over "
                         f"{max_tokens}; shortened to {short!r}; put a shorter text in sam-queries.yaml")
     return QuerySet(tuple(out)), warnings
+
+
+def _check_entry(path: Path | None, entry: str, value: dict) -> None:
+    unknown = sorted(str(k) for k in value if k not in ENTRY_KEYS)
+    if unknown:
+        raise spec_error(path, entry, f"has unknown key {unknown[0]!r}",
+                         f"use only {', '.join(ENTRY_KEYS)} (e.g. '{{query: \"car\", threshold: 0.45}}')")
+    if "threshold" in value:
+        _unit(path, f"{entry}.threshold", value["threshold"])
+    alts = value.get("alternatives", [])
+    if not isinstance(alts, list):
+        raise spec_error(path, f"{entry}.alternatives", f"is a {type(alts).__name__}, not a list",
+                         "write a list of query texts, e.g. ['automobile', 'passenger car']")
+    for k, alt in enumerate(alts):
+        _text(path, f"{entry}.alternatives[{k}]", alt)
+
+
+def _unit(path: Path | None, entry: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise spec_error(path, entry, f"is {value!r}, not a number between 0 and 1", "give a score, e.g. 0.45")
+    return float(value)
+
+
+def _category_entries(spec: Spec, path: Path | None, derived: Iterable[str]) -> Iterator[tuple[str, dict]]:
+    """(category name, its mapping entry) for the mapping entries, after ``load_queries`` validated the file."""
+    load_queries(spec, path, derived=derived)
+    for sup, body in _read_overrides(path).items():
+        if sup in SELECTION_KEYS or not isinstance(body, dict):
+            continue
+        for name, value in body.items():
+            if name != ALL_KEY and isinstance(value, dict):
+                yield name, value
+
+
+def load_selection(spec: Spec, path: Path | None, *, derived: Iterable[str] = ()) -> Selection:
+    """What passes from the candidates, as ``sam-queries.yaml`` says (defaults where it is silent)."""
+    derived = list(derived)
+    raw = _read_overrides(path)
+    default = _unit(path, "_threshold", raw["_threshold"]) if "_threshold" in raw else DEFAULT_THRESHOLD
+    nms = _unit(path, "_nms_iou", raw["_nms_iou"]) if "_nms_iou" in raw else 0.5
+    cap = raw.get("_max_detections", 100)
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise spec_error(path, "_max_detections", f"is {cap!r}, not a whole number >= 1", "give e.g. 100")
+    rules = raw.get("_relation_rules", True)
+    if not isinstance(rules, bool):
+        raise spec_error(path, "_relation_rules", f"is {rules!r}, not true or false", "write true or false")
+    by_name = spec.by_name()
+    thresholds = {by_name[name].id: _unit(path, f"{name}.threshold", value["threshold"])
+                  for name, value in _category_entries(spec, path, derived) if "threshold" in value}
+    return Selection(default=default, thresholds=thresholds, nms_iou=None if nms >= 1 else nms,
+                     max_detections=cap, relation_rules=(PASSENGER,) if rules else (),
+                     name_to_id={c.name: c.id for c in spec.categories})
+
+
+def load_alternatives(spec: Spec, path: Path | None, *, derived: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Category name -> the alternative phrasings listed for it (prompt trials); only categories that list some."""
+    out: dict[str, list[str]] = {}
+    for name, value in _category_entries(spec, path, derived):
+        alts = [" ".join(a.split()) for a in value.get("alternatives", [])]
+        if alts:
+            out[name] = alts
+    return out
+
+
+def set_thresholds(text: str, spec: Spec, thresholds: Mapping[str, float]) -> str:
+    """``sam-queries.yaml``'s text with the given categories' thresholds set (a string entry becomes a
+    mapping that keeps its query). Comments are lost: the caller keeps the old file and prints the diff."""
+    raw = yaml.safe_load(text) if text.strip() else {}
+    raw = raw if isinstance(raw, dict) else {}
+    by_name = spec.by_name()
+    for name, value in sorted(thresholds.items()):
+        sup = by_name[name].supercategory
+        body = raw.get(sup)
+        body = body if isinstance(body, dict) else {}
+        entry = body.get(name)
+        entry = dict(entry) if isinstance(entry, dict) else ({"query": entry} if isinstance(entry, str) else {})
+        entry["threshold"] = round(float(value), 4)
+        body[name] = entry
+        raw[sup] = body
+    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, default_flow_style=None)
+

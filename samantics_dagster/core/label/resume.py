@@ -97,7 +97,7 @@ def plan(wanted: list[dict], known: dict[str, dict], labeler: str, retry_failed:
             if old is not None and old["labeler"] != labeler:
                 stale[old["labeler"]] += 1
                 why[("relabel_imported is set" if old["status"] == DONE and _imported(old)
-                     else "model, queries or thresholds changed")] = None
+                     else "model, queries or candidate floor changed")] = None
             elif old is not None and old["status"] == FAILED and failed_on_device(old["error"]) and not retry_failed:
                 device += 1
     reasons = []

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.dataset.spec import Spec, load_spec
+from samantics_dagster.core.label.candidates import PASSENGER, Selection
 from samantics_dagster.core.label.masks import RelationRule
-from samantics_dagster.core.label.queries import QuerySet, load_queries
+from samantics_dagster.core.label.queries import QuerySet, load_queries, load_selection
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,13 @@ def load_taxonomy(layout: DatasetLayout, rules: Iterable[RelationRule]) -> Taxon
     """Both files, validated; raises ``SpecError`` with one line naming the file, the entry and the fix."""
     spec = load_spec(layout.spec)
     return Taxonomy(spec, load_queries(spec, layout.queries, derived=derived_classes(spec, rules)))
+
+
+RULES: tuple[RelationRule, ...] = (PASSENGER,)
+"""The relation rules: their derived classes are never queried; whether they apply is ``_relation_rules``."""
+
+
+def dataset_selection(layout: DatasetLayout, spec: Spec | None = None) -> Selection:
+    """What passes from the candidates, as the dataset's ``sam-queries.yaml`` says (``spec``: if already read)."""
+    spec = load_spec(layout.spec) if spec is None else spec
+    return load_selection(spec, layout.queries, derived=derived_classes(spec, RULES))

@@ -13,3 +13,7 @@ coco_export = define_asset_job(
     "coco_export", selection=AssetSelection.assets("labels_jsonl", "coco_dataset", "yolo_dataset"),
     description="Rebuild the dataset-wide files: labels.jsonl, the merged coco/train.json, val.json and export/yolo/.",
 )
+recurate = define_asset_job(
+    "recurate", selection=AssetSelection.assets("curated_coco"),
+    description="curated_coco alone for one category: the thresholds in sam-queries.yaml changed (no model is loaded).",
+)

@@ -1,4 +1,8 @@
-"""``curated_coco``: the category's labelled frames filtered and split by video into COCO files."""
+"""``curated_coco``: the category's labelled frames filtered and split by video into COCO files.
+
+The class thresholds, NMS and relation rules of ``sam-queries.yaml`` choose among SAM3's candidates here, so
+a threshold change needs this asset alone (``thresholds_sensor`` runs it), not the model.
+"""
 
 from collections.abc import Mapping
 
@@ -23,6 +27,7 @@ from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.dataset.tables import write_table
 from samantics_dagster.core.export.coco import SPLITS
 from samantics_dagster.core.export.stream import write_coco_frames
+from samantics_dagster.core.label.taxonomy import dataset_selection
 from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
@@ -68,13 +73,14 @@ def curated_coco(
     category = context.partition_key
     settings = config.settings()
     spec = load_spec(dataset.layout.spec)
+    selection = dataset_selection(dataset.layout, spec)
     # Splits are sticky across the dataset: the lock keeps two categories from giving one video two splits.
     with dataset.lock("splits"):
         # the compact video -> split index, not every category's table (core.curate.split_index)
         index = load_split_index(dataset.layout)
         previous = previous_splits(index, skip=category if config.resplit else None)
         curated = curate_partition(sam3_labels, deduped_images, spec, settings, previous, category=category,
-                                   reviewed=dataset.table("reviewed_labels", category))
+                                   reviewed=dataset.table("reviewed_labels", category), selection=selection)
         write_table(curated.table, dataset.layout.table(TableName.CURATED_COCO, category))
         replace_category(dataset.layout, index, category, curated.table)
     if curated.resplit_videos:
@@ -109,7 +115,13 @@ def curated_coco(
         "annotations_per_class": MetadataValue.json({names.get(k, str(k)): v for k, v in sorted(per_class.items())}),
         "coco_files": MetadataValue.json({s: str(dataset.layout.coco_category(category, s)) for s in counts}),
         "largest_exclusions": md_table(excluded[["rel_path", "reason"]]),
+        SELECTION_METADATA: selection.fingerprint(),
+        "thresholds": MetadataValue.json({"default": selection.default, **{
+            names.get(k, str(k)): v for k, v in sorted(selection.thresholds.items())}}),
     })
+
+
+SELECTION_METADATA = "selection_fingerprint"  # what passed: the re-curate sensor compares it with sam-queries.yaml
 
 
 RATIO_TOLERANCE = 0.05

@@ -8,16 +8,13 @@ with the message naming the file and the fix, and nothing is deduplicated.
 
 from __future__ import annotations
 
-from typing import Any
-
 from dagster import AssetExecutionContext, AssetKey, Failure
 
 from samantics_dagster.core.dataset.spec import SpecError
-from samantics_dagster.core.label.taxonomy import load_taxonomy
-from samantics_dagster.defs.label.sam3_labels import LabelConfig
+from samantics_dagster.core.label.taxonomy import RULES, dataset_selection, load_taxonomy
 from samantics_dagster.defs.resources.dataset import DatasetResource
 
-# The category assets that read coco-spec.json (sam3_labels also reads sam-queries.yaml).
+# The category assets that read coco-spec.json and sam-queries.yaml (its queries, or its thresholds).
 SPEC_READERS = frozenset(AssetKey(k) for k in ("sam3_labels", "curated_coco", "review_tasks", "reviewed_labels"))
 
 
@@ -26,13 +23,9 @@ def check_taxonomy_first(context: AssetExecutionContext, dataset: DatasetResourc
     selected = context.job_def.asset_layer.selected_asset_keys
     if not selected & SPEC_READERS:
         return  # ingest and dedupe alone need no taxonomy
-    # The relation rules decide which classes are derived (and may not be queried): the run's own
-    # sam3_labels config, as that step will read it.
-    ops: Any = context.run.run_config.get("ops") or {}
-    raw = (ops.get("sam3_labels") or {}).get("config") or {}
-    rules = LabelConfig(**raw).settings().relation_rules
     try:
-        taxonomy = load_taxonomy(dataset.layout, rules)
+        taxonomy = load_taxonomy(dataset.layout, RULES)
+        dataset_selection(dataset.layout, taxonomy.spec)  # the thresholds, read when curating
     except SpecError as exc:
         raise Failure(description=f"{exc} (checked before dedupe: this run labels or curates, and would fail there)",
                       allow_retries=False) from None

@@ -10,11 +10,12 @@ from samantics_dagster.defs.resources.dataset import DatasetResource
 
 
 @asset(
-    deps=[sam3_labels],
+    deps=[sam3_labels, "curated_coco"],  # curated_coco: re-curated after a threshold change, which changes the records
     group_name="label",
     automation_condition=EXPORT_CONDITION,
     kinds={"json"},
-    description="labels.jsonl: one record per labelled image of every category (the seed's format), for "
+    description="labels.jsonl: one record per labelled image of every category (the seed's format; the instances "
+                "that pass sam-queries.yaml's thresholds), for "
                 "`samantics stats|split|to-coco` and the old scripts.",
 )
 def labels_jsonl(context: AssetExecutionContext, config: ExportConfig, dataset: DatasetResource) -> MaterializeResult:

@@ -1,4 +1,8 @@
-"""``sam3_labels``: SAM3 instances (boxes, scores, COCO RLE masks) for every accepted image."""
+"""``sam3_labels``: SAM3's candidate instances (boxes, scores, COCO RLE masks) for every accepted image.
+
+Every instance above ``candidate_floor`` is kept; the class thresholds, NMS and relation rules in
+``sam-queries.yaml`` choose among them when curating (``core.label.candidates``).
+"""
 
 import json
 from typing import TYPE_CHECKING, Any
@@ -18,9 +22,9 @@ from pydantic import Field
 
 from samantics_dagster.core.dataset.schema import DedupeStatus, LabelStatus, TableName
 from samantics_dagster.core.dataset.spec import Spec
+from samantics_dagster.core.label.candidates import DEFAULT_FLOOR, Selection, select_records
 from samantics_dagster.core.label.failures import failure_share
 from samantics_dagster.core.label.pipeline import (
-    PASSENGER,
     LabelResult,
     LabelSettings,
     label_partition,
@@ -29,7 +33,7 @@ from samantics_dagster.core.label.pipeline import (
 )
 from samantics_dagster.core.label.preview import previews_markdown, render_preview
 from samantics_dagster.core.label.queries import QuerySet, truncate_queries
-from samantics_dagster.core.label.taxonomy import load_taxonomy
+from samantics_dagster.core.label.taxonomy import RULES, dataset_selection, load_taxonomy
 from samantics_dagster.core.progress import ProgressLog
 from samantics_dagster.core.settings import settings
 from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
@@ -43,8 +47,9 @@ if TYPE_CHECKING:  # ray is an optional extra: its path is imported only when a 
     from samantics_dagster.core.label.ray_workers import RayLabelResult
 
 
-def _previews(table: pd.DataFrame, dataset: DatasetResource, names: dict[int, str], n: int = 3) -> str:
-    """A few of the frames with the most detections, drawn."""
+def _previews(table: pd.DataFrame, dataset: DatasetResource, names: dict[int, str], selection: Selection,
+              n: int = 3) -> str:
+    """A few of the frames with the most candidates, drawn with what passes today's thresholds."""
     rows = table[(table.status == LabelStatus.DONE) & (table.n_instances > 0)].sort_values("n_instances", ascending=False).head(n)
     store = dataset.store()
     shots = []
@@ -53,7 +58,9 @@ def _previews(table: pd.DataFrame, dataset: DatasetResource, names: dict[int, st
             image = load_image(store.path_for(row.dhash))
         except OSError:
             continue
-        shots.append((f"{row.rel_path} ({row.n_instances} instances)", render_preview(image, json.loads(row.instances), names)))
+        shown = select_records(json.loads(row.instances), selection)
+        shots.append((f"{row.rel_path} ({len(shown)} instances, {row.n_instances} candidates)",
+                      render_preview(image, shown, names)))
     return previews_markdown(shots)
 
 
@@ -78,13 +85,13 @@ K8S_RAY_DRIVER_CONFIG = {"container_config": {"resources": {"requests": {"cpu": 
 
 
 class LabelConfig(Config):
-    """The old label script's knobs and defaults."""
+    """What the model keeps (the candidates) and how fast; the class thresholds, NMS and relation rules are in
+    sam-queries.yaml and applied when curating, so changing them relabels nothing."""
 
-    score_thresh: float = Field(0.5, ge=0.0, le=1.0, description="sigmoid(logit) x sigmoid(presence) must exceed this.")
-    category_thresh: dict[str, float] = Field(default_factory=dict, description="Per category name, overrides score_thresh.")
-    nms_iou: float = Field(0.5, ge=0.0, le=1.0, description="Cross-prompt mask IoU above which the lower score goes; 1 turns it off.")
-    max_detections: int = Field(100, ge=1, description="Per image, highest scores first.")
-    relation_rules: bool = Field(True, description="person inside car -> passenger (only if the spec has `passenger`).")
+    candidate_floor: float = Field(DEFAULT_FLOOR, ge=0.0, le=1.0, description=(
+        "Keep every instance whose score (sigmoid(logit) x sigmoid(presence)) exceeds this, with its mask: keep it "
+        "below every class threshold in sam-queries.yaml, since a threshold under the floor can't be curated."))
+    max_candidates: int = Field(100, ge=1, description="Per (image, prompt), highest scores first.")
     image_batch: int = Field(4, ge=1, description="Images through the vision encoder at once.")
     pair_chunk: int = Field(32, ge=1, description="(image, prompt) pairs through the heads at once.")
     upsample_budget_mb: float | None = Field(None, gt=0, description=(
@@ -110,9 +117,7 @@ class LabelConfig(Config):
 
     def settings(self) -> LabelSettings:
         return LabelSettings(
-            score_thresh=self.score_thresh, category_thresh=dict(self.category_thresh),
-            nms_iou=None if self.nms_iou >= 1 else self.nms_iou, max_detections=self.max_detections,
-            relation_rules=(PASSENGER,) if self.relation_rules else (), image_batch=self.image_batch,
+            candidate_floor=self.candidate_floor, max_candidates=self.max_candidates, image_batch=self.image_batch,
             pair_chunk=self.pair_chunk, upsample_budget_mb=self.upsample_budget_mb,
         )
 
@@ -125,7 +130,8 @@ class LabelConfig(Config):
     pool="gpu",
     metadata=column_schema(TableName.SAM3_LABELS),
     op_tags={"dagster-k8s/config": K8S_RAY_DRIVER_CONFIG if settings().ray_address else K8S_GPU_CONFIG},
-    description="SAM3 on every accepted image of the category: one row per image, instances as JSON (boxes XYXY, scores, RLE).",
+    description="SAM3 on every accepted image of the category: one row per image, its candidates (every instance above "
+                "candidate_floor) as JSON (boxes XYXY, scores, RLE); sam-queries.yaml's thresholds apply when curating.",
     check_specs=[AssetCheckSpec("labels_failure_share", asset="sam3_labels", blocking=True, description=(
         "The share of the category's accepted images whose label failed (in this run or kept from an earlier "
         "attempt) is at most max_failed_share (5%): a broken CUDA stack or a post-processing bug fails here, and "
@@ -140,10 +146,15 @@ def sam3_labels(
     category = context.partition_key
     settings = config.settings()
     # Spec and queries are checked before any model work: a typo fails in a second, not after loading 3 GB.
-    taxonomy = load_taxonomy(dataset.layout, settings.relation_rules)
+    taxonomy = load_taxonomy(dataset.layout, RULES)
     spec, queries = taxonomy.spec, taxonomy.queries
+    selection = dataset_selection(dataset.layout, spec)
+    low = selection.below_floor(settings.candidate_floor)
+    if low:
+        context.log.warning(f"thresholds {low} (category id -> threshold; -1: the default) are below candidate_floor "
+                            f"{settings.candidate_floor}: below the floor there are no candidates to pass")
     if ray_connected(ray_workers, context.log.info):
-        return _label_on_ray(context, config, dataset, sam3, spec, queries, deduped_images)
+        return _label_on_ray(context, config, dataset, sam3, spec, queries, deduped_images, selection)
     loaded = sam3.load()
     tokenizer = loaded.processor.tokenizer
     queries, warnings = truncate_queries(queries, lambda text: len(tokenizer(text).input_ids) - 2)
@@ -172,13 +183,14 @@ def sam3_labels(
         check_results=[failure_share_check(result, labeler, config.max_failed_share)],
         metadata={
             **table_metadata(TableName.SAM3_LABELS, table),
-            "previews": MetadataValue.md(_previews(table, dataset, {c.id: c.name for c in spec.categories})),
+            "previews": MetadataValue.md(_previews(table, dataset, {c.id: c.name for c in spec.categories}, selection)),
+            "candidate_floor": settings.candidate_floor,
             "done": int((table.status == LabelStatus.DONE).sum()),
             "failed": len(failed),
             "labelled_this_run": result.labelled,
             "reused": result.reused,
-            "instances": int(table["n_instances"].fillna(0).sum()),
-            "instances_per_class": MetadataValue.json({by_name.get(k, k): v for k, v in result.instances_per_class.items()}),
+            "candidates": int(table["n_instances"].fillna(0).sum()),
+            "candidates_per_class": MetadataValue.json({by_name.get(k, k): v for k, v in result.instances_per_class.items()}),
             "images_per_s": round(result.labelled / result.seconds, 2) if result.seconds > 0 else 0.0,
             "postprocess_s": round(result.post_seconds, 2),
             "postprocess_not_hidden_s": round(result.post_wait_seconds, 2),
@@ -198,7 +210,7 @@ def sam3_labels(
 
 
 def _label_on_ray(context: AssetExecutionContext, config: LabelConfig, dataset: DatasetResource, sam3: Sam3Resource,
-                  spec: Spec, queries: QuerySet, deduped_images: pd.DataFrame) -> MaterializeResult:
+                  spec: Spec, queries: QuerySet, deduped_images: pd.DataFrame, selection: Selection) -> MaterializeResult:
     """The category on Ray actors (``core.label.ray_workers``): one replica per free GPU of the cluster (CPU
     actors where the model's device is ``cpu``, or ``auto`` on a cluster without GPUs)."""
     from samantics_dagster.core.label.ray_workers import ReplicaSpec, cluster_has_gpus, label_partition_ray
@@ -224,13 +236,13 @@ def _label_on_ray(context: AssetExecutionContext, config: LabelConfig, dataset: 
         check_results=[failure_share_check(result, result.labeler, config.max_failed_share)],
         metadata={
             **table_metadata(TableName.SAM3_LABELS, table),
-            "previews": MetadataValue.md(_previews(table, dataset, {c.id: c.name for c in spec.categories})),
+            "previews": MetadataValue.md(_previews(table, dataset, {c.id: c.name for c in spec.categories}, selection)),
             "done": int((table.status == LabelStatus.DONE).sum()),
             "failed": len(failed),
             "labelled_this_run": result.labelled,
             "reused": result.reused,
-            "instances": int(table["n_instances"].fillna(0).sum()),
-            "instances_per_class": MetadataValue.json({by_name.get(k, k): v for k, v in result.instances_per_class.items()}),
+            "candidates": int(table["n_instances"].fillna(0).sum()),
+            "candidates_per_class": MetadataValue.json({by_name.get(k, k): v for k, v in result.instances_per_class.items()}),
             "images_per_s": round(result.labelled / result.seconds, 2) if result.seconds > 0 else 0.0,
             "ray_actors": MetadataValue.json(result.actors),
             "slowest_actor": result.slowest_actor or "-",

@@ -9,7 +9,8 @@ from pydantic import Field
 from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.dataset.spec import Spec, load_spec
 from samantics_dagster.core.dataset.tables import write_table
-from samantics_dagster.core.label.pipeline import PASSENGER
+from samantics_dagster.core.label.candidates import PASSENGER, Selection, shown_table
+from samantics_dagster.core.label.taxonomy import dataset_selection
 from samantics_dagster.core.review.loop import PeoplePerTask, ensure_project, send_frames
 from samantics_dagster.core.review.triage import RelationPair, TriageSettings, triage_frames
 from samantics_dagster.core.review_backend.connect import connect_backend
@@ -22,10 +23,8 @@ REVIEW_TASKS, REVIEWED_LABELS, REVIEW_AGREEMENT = TableName.REVIEW_TASKS, TableN
 
 
 class ReviewTasksConfig(Config):
-    """Which frames count as uncertain (thresholds as in sam3_labels' config) and how many to send."""
+    """Which frames count as uncertain (the class thresholds are sam-queries.yaml's) and how many to send."""
 
-    score_thresh: float = Field(0.5, ge=0.0, le=1.0, description="sam3_labels' score_thresh: the band starts here.")
-    category_thresh: dict[str, float] = Field(default_factory=dict, description="sam3_labels' per-category thresholds.")
     band: float = Field(0.1, ge=0.0, le=1.0, description="Scores in [threshold, threshold + band) are borderline.")
     overlap_iou: float = Field(0.3, ge=0.0, le=1.0, description="Kept masks of different classes overlapping above this.")
     relation_margin: float = Field(0.1, ge=0.0, le=1.0, description="Containment this close to a relation rule's thresholds.")
@@ -40,17 +39,14 @@ class ReviewTasksConfig(Config):
     def people(self) -> PeoplePerTask:
         return PeoplePerTask(audit=self.annotators_audit, other=self.annotators_other)
 
-    def settings(self, spec: Spec) -> TriageSettings:
+    def settings(self, spec: Spec, selection: Selection) -> TriageSettings:
         ids = {c.name: c.id for c in spec.categories}
         relations: tuple[RelationPair, ...] = ()
         if {PASSENGER.subject, PASSENGER.container, PASSENGER.becomes} <= ids.keys():
             relations = (RelationPair(frozenset({ids[PASSENGER.subject], ids[PASSENGER.becomes]}), ids[PASSENGER.container],
                                       (PASSENGER.loose_containment, PASSENGER.min_containment)),)
-        unknown = sorted(set(self.category_thresh) - ids.keys())
-        if unknown:
-            raise ValueError(f"review_tasks config: category_thresh names {unknown}, not in coco-spec.json")
-        return TriageSettings(score_thresh=self.score_thresh, band=self.band, overlap_iou=self.overlap_iou,
-                              category_thresh={ids[k]: v for k, v in self.category_thresh.items()},
+        return TriageSettings(score_thresh=selection.default, band=self.band, overlap_iou=self.overlap_iou,
+                              category_thresh=dict(selection.thresholds),
                               relation_margin=self.relation_margin, relations=relations,
                               rare_max_instances=self.rare_max_instances, audit_share=self.audit_share, seed=self.seed)
 
@@ -72,10 +68,12 @@ def review_tasks(context: AssetExecutionContext, config: ReviewTasksConfig, data
     category = context.partition_key
     layout = dataset.layout
     spec = load_spec(layout.spec)
+    selection = dataset_selection(layout, spec)
+    sam3_labels = shown_table(sam3_labels, selection)  # what passes today's thresholds: triaged and pre-annotated
     path = layout.table(REVIEW_TASKS, category)
     previous = dataset.table(REVIEW_TASKS, category)
     reviewed = dataset.table(REVIEWED_LABELS, category)
-    chosen = triage_frames(sam3_labels, config.settings(spec))
+    chosen = triage_frames(sam3_labels, config.settings(spec, selection))
     names = {c.id: c.name for c in spec.categories}
     with label_studio.client() as client:
         project_id, created, rows = ensure_project(

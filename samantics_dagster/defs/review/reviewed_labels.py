@@ -12,6 +12,8 @@ from pydantic import Field
 from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.dataset.tables import write_table
+from samantics_dagster.core.label.candidates import shown_table
+from samantics_dagster.core.label.taxonomy import dataset_selection
 from samantics_dagster.core.review.agreement import per_class_summary
 from samantics_dagster.core.review.consensus import class_summary, person_summary
 from samantics_dagster.core.review.loop import ConsensusSettings, pull_reviews
@@ -57,6 +59,8 @@ def reviewed_labels(context: AssetExecutionContext, config: ReviewedLabelsConfig
     category = context.partition_key
     layout = dataset.layout
     spec = load_spec(layout.spec)
+    # SAM3's side of the agreement: what passes today's thresholds (what the tasks showed, thresholds unchanged)
+    sam3_labels = shown_table(sam3_labels, dataset_selection(layout, spec))
     previous = dataset.table(REVIEWED_LABELS, category)
     with label_studio.client() as client:
         result = pull_reviews(client, review_tasks, sam3_labels, previous, spec_ids(spec), config.settings(),

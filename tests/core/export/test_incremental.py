@@ -15,6 +15,8 @@ from samantics_dagster.core.dedupe.audit import near_duplicate_violations, parti
 from samantics_dagster.core.dedupe.hamming import codes_to_hex
 from samantics_dagster.core.label.jsonl_segments import write_labels_jsonl
 from samantics_dagster.core.label.pipeline import labels_jsonl_records
+from samantics_dagster.core.label.taxonomy import dataset_selection
+from samantics_dagster.demo.spec import write_demo_spec
 
 
 def _labels(rng, n, failed_every=4):
@@ -29,13 +31,14 @@ def _labels(rng, n, failed_every=4):
 
 
 def _old_labels_jsonl(layout, path):
-    write_jsonl(labels_jsonl_records(read_all(layout.root, TableName.SAM3_LABELS)), path)
+    write_jsonl(labels_jsonl_records(read_all(layout.root, TableName.SAM3_LABELS), dataset_selection(layout)), path)
     return path.read_bytes()
 
 
 def test_labels_jsonl_from_segments_equals_the_full_rebuild_and_rebuilds_only_what_changed(tmp_path):
     rng = np.random.default_rng(0)
     layout = DatasetLayout(tmp_path)
+    write_demo_spec(tmp_path)
     for c in ("cars", "dogs", "birds"):
         write_table(_labels(rng, 7), layout.table(TableName.SAM3_LABELS, c))
     first = write_labels_jsonl(layout)
@@ -47,6 +50,12 @@ def test_labels_jsonl_from_segments_equals_the_full_rebuild_and_rebuilds_only_wh
     assert second.rebuilt == ["cars"] and second.removed == ["birds"]
     assert layout.labels_jsonl.read_bytes() == _old_labels_jsonl(layout, tmp_path / "old.jsonl")
     assert write_labels_jsonl(layout).rebuilt == []
+    # the records hold what passes the thresholds: a threshold change rebuilds every segment, with no table changed
+    before = layout.labels_jsonl.read_bytes()
+    layout.queries.write_text(layout.queries.read_text() + "_threshold: 0.8\n")
+    assert write_labels_jsonl(layout).rebuilt == ["cars", "dogs"]
+    assert layout.labels_jsonl.read_bytes() == _old_labels_jsonl(layout, tmp_path / "old.jsonl")
+    assert len(layout.labels_jsonl.read_bytes()) < len(before)
 
 
 def _curated(rng, category, videos):
@@ -102,6 +111,7 @@ def test_labels_jsonl_waits_when_not_due_and_says_whether_it_is_current(tmp_path
 
     rng = np.random.default_rng(3)
     layout = DatasetLayout(tmp_path)
+    write_demo_spec(tmp_path)
     write_table(_labels(rng, 5), layout.table(TableName.SAM3_LABELS, "cars"))
     assert write_labels_jsonl(layout).current and labels_jsonl_current(layout)
     before = layout.labels_jsonl.read_bytes()
