@@ -71,3 +71,4 @@ bench: venv
 	$(BIN)/python benchmarks/bench_run_healing.py
 	$(BIN)/python benchmarks/bench_audit_memory.py
 	$(BIN)/python benchmarks/bench_label_workers.py
+	$(BIN)/python benchmarks/bench_quality.py

@@ -26,3 +26,15 @@ def test_the_label_workers_benchmark_runs_and_prints_its_last_line():
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("label workers: in-process ") and last.endswith("tables identical: yes"), last
+
+
+@pytest.mark.slow
+def test_the_quality_benchmark_runs_and_prints_its_last_line():
+    import re
+
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_quality.py"), "--frames", "120", "--resamples", "50"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"quality: 120 reviewed frames, 4 classes; suggested thresholds recover the true ones within "
+                        r"[0-9.]+; re-curate after a threshold change [0-9.]+ s, 0 model loads", last), last

@@ -386,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     from samantics_dagster.cli.init import add_parser as add_init_parser
 
     add_init_parser(sub)
+    from samantics_dagster.cli.thresholds import add_parser as add_thresholds_parser
+
+    add_thresholds_parser(sub)
 
     from samantics_dagster.cli.ml_backend import add_parser as add_ml_backend_parser
 

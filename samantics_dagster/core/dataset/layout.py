@@ -154,6 +154,11 @@ class DatasetLayout:
         return self.index / "splits.parquet"
 
     @property
+    def label_quality(self) -> Path:
+        """label_quality's report: per class, the PR curve from review and the suggested threshold."""
+        return self.root / "quality" / "label_quality.json"
+
+    @property
     def coco_shards(self) -> Path:
         """coco_dataset's manifest of the per-category files per split, with their counts (for trainers)."""
         return self.coco / "shards.json"

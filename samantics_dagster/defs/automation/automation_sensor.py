@@ -5,7 +5,7 @@ from dagster import AssetSelection, AutomationConditionSensorDefinition, Default
 from samantics_dagster.core.settings import Settings, settings
 
 # The unpartitioned assets that follow the categories; selected by key so this module imports no asset.
-DATASET_WIDE_ASSETS = ("labels_jsonl", "coco_dataset", "yolo_dataset")
+DATASET_WIDE_ASSETS = ("labels_jsonl", "coco_dataset", "yolo_dataset", "label_quality")
 
 
 def build_export_automation_sensor(config: Settings) -> AutomationConditionSensorDefinition:
