@@ -97,16 +97,16 @@ def test_ingest_alone_needs_no_spec(bare_dataset, instance):
     assert result.success and not os.path.exists(bare_dataset / "coco-spec.json")
 
 
-def test_the_first_step_reads_the_runs_own_relation_rules(bare_dataset, instance):
-    """`passenger` is derived (never queried) only while sam3_labels' relation_rules are on: with them off in
-    the run's config, a query for it is valid, and the first step agrees with the step that will label."""
+def test_the_first_step_checks_queries_and_thresholds_as_the_later_steps_read_them(bare_dataset, instance):
+    """`passenger` is derived by a relation rule (never queried), and the thresholds curation reads live in the
+    same file: the first step refuses a query for a derived class, and a bad threshold, before any frame work."""
     write_demo_spec(bare_dataset)
-    (bare_dataset / "sam-queries.yaml").write_text('person:\n  passenger: "someone in a car"\n')
     selection = [AssetKey("ingress_frames"), AssetKey("sam3_labels")]
-    off = {"ops": {"sam3_labels": {"config": {"relation_rules": False}}}}
-    result = _category_run(instance, asset_selection=selection, run_config=off)
-    assert result.get_step_success_events()[0].step_key == "ingress_frames"
-    assert "ingress_frames" not in {e.step_key for e in result.get_step_failure_events()}
-    default = _category_run(instance, asset_selection=selection)
-    (first,) = [e for e in default.get_step_failure_events() if e.step_key == "ingress_frames"]
+    (bare_dataset / "sam-queries.yaml").write_text('person:\n  passenger: "someone in a car"\n')
+    derived = _category_run(instance, asset_selection=selection)
+    (first,) = [e for e in derived.get_step_failure_events() if e.step_key == "ingress_frames"]
     assert "person.passenger: is a derived category" in first.step_failure_data.error.message
+    (bare_dataset / "sam-queries.yaml").write_text("vehicle:\n  car: {threshold: 1.5}\n")
+    bad = _category_run(instance, asset_selection=selection)
+    (first,) = [e for e in bad.get_step_failure_events() if e.step_key == "ingress_frames"]
+    assert "vehicle.car.threshold" in first.step_failure_data.error.message
