@@ -91,7 +91,7 @@ def main() -> None:
 
     hf_logging.disable_progress_bar()
     w, h = (int(v) for v in args.size.split("x"))
-    settings = LabelSettings(image_batch=args.image_batch, score_thresh=0.5)
+    settings = LabelSettings(image_batch=args.image_batch)
     tmp = Path(tempfile.mkdtemp(prefix="bench-label-workers-"))
     try:
         if args.full:
@@ -134,6 +134,10 @@ def main() -> None:
             torch.set_num_threads(1)
             best = max((1, 2), key=lambda t: rates[f"in-process {t} thread{'s' if t > 1 else ''}"][-1])
             for n, cpus_each in ((1, float(best)), (2, 1.0)):  # 1 actor at this round's best in-process threads
+                wait_free = time.monotonic() + 60  # the last run's actors are killed asynchronously
+                while ray.available_resources().get("GPU" if args.full else "CPU", 0) < (n if args.full else 2):
+                    assert time.monotonic() < wait_free, f"Ray resources not free again: {ray.available_resources()}"
+                    time.sleep(0.2)
                 root, table = fresh(tmp, tmp / "images", "ray")
                 replica = ReplicaSpec(str(model_dir), gpu=args.full, cpus=1.0 if args.full else cpus_each)
                 rr = label_partition_ray(accepted, root, replica, SPEC, QUERIES, settings, table_path=table,
