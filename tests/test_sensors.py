@@ -167,7 +167,8 @@ def test_export_automation_fires_after_a_category_is_curated(instance):
 def test_the_definitions_name_what_the_ui_shows():
     repo = defs.get_repository_def()
     assert {s.name for s in repo.sensor_defs} == {"grabby_workdir_sensor", "coco_export_automation", "run_health_sensor",
-                                                  "label_studio_review_sensor"}
+                                                  "label_studio_review_sensor", "thresholds_sensor"}
+    assert repo.get_sensor_def("thresholds_sensor").default_status.value == "RUNNING"  # with the automation
     assert repo.get_sensor_def("label_studio_review_sensor").default_status.value == ("RUNNING" if os.environ.get("LABEL_STUDIO_URL") else "STOPPED")
     assert {s.name for s in repo.schedule_defs} == {"nightly_label_retry", "nightly_export"}
     assert repo.get_sensor_def("grabby_workdir_sensor").default_status.value == "RUNNING"
