@@ -141,10 +141,9 @@ class MLBackend:
         params = body.get("params") or {}
         context = params.get("context") if isinstance(params, dict) else None
         if context is None:
-            # a batch prediction (Label Studio's "Retrieve predictions"): a click model has nothing to say
-            return {"results": [{"result": [], "score": 0.0, "model_version": self._state.version or None}
-                                for _ in tasks],
-                    "message": "this backend answers smart-tool clicks only (params.context is empty)"}
+            # a batch prediction (Label Studio asks when a task is opened, or "Retrieve predictions"): a click
+            # model has nothing to say, and an empty list makes Label Studio store no empty prediction
+            return {"results": [], "message": "this backend answers smart-tool clicks only (params.context is empty)"}
         if not isinstance(context, dict) or not context.get("result"):
             try:
                 parse_context(context, 1, 1)
