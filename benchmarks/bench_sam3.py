@@ -20,10 +20,13 @@ the threshold calibrated so ~``--per-prompt`` instances per (image, prompt) are 
 NVML GPU busy, peak GPU memory, one 100-megapixel frame with 150 instances (chunked, and unchunked
 for comparison), and the equivalence check against transformers' per-(image, prompt) forward +
 ``post_process_instance_segmentation``. Bars (K=10): >= 20x seed, >= 35 img/s, GPU busy >= 80%, host
-post-processing <= 2 ms CPU per image at 50 instances. ``scripts/gpu/run_h200.sh`` runs it.
+post-processing <= 2 ms CPU per image at 50 instances. ``scripts/gpu/run_gpu_check.sh`` runs it after the
+GPU tests. ``--smoke-full`` runs every ``--full`` section but the compile rows with the tiny model on a CPU, in
+seconds: CI runs it so the GPU code path can't rot before a GPU comes.
 
     python benchmarks/bench_sam3.py              # CPU: tiny model (CI uses --quick)
     python benchmarks/bench_sam3.py --full       # GPU
+    python benchmarks/bench_sam3.py --smoke-full # the --full code path, tiny model, CPU (CI)
 """
 
 from __future__ import annotations
@@ -278,10 +281,10 @@ def main() -> int:
     parser.add_argument("--no-compile", action="store_true", help="--full without the torch.compile rows")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI")
     parser.add_argument("--smoke-full", action="store_true",
-                        help="every --full section with the tiny model and small sizes (checks the script on a CPU)")
+                        help="every --full section but torch.compile, tiny model, small sizes: checks the script on a CPU")
     args = parser.parse_args()
-    if args.smoke_full:
-        args.full, args.quick = True, True
+    if args.smoke_full:  # compiling even the tiny model takes minutes on a CPU: its own slow test covers compile
+        args.full, args.quick, args.no_compile = True, True, True
     cuda = torch.cuda.is_available()
     if not cuda:
         torch.set_num_threads(1)  # 2 threads on the shared 2-core CI box ran ~100x slower

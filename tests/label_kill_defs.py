@@ -1,34 +1,34 @@
-"""The code location with a SAM3 resource that stops dead after a chosen batch: the SIGKILL test's plumbing.
+"""The code location whose labelling stops dead after a chosen batch: the SIGKILL test's plumbing.
 
 ``test_a_killed_run_loses_at_most_one_batch`` runs ``dagster asset materialize -m tests.label_kill_defs``;
-the resource below blocks (forever) in ``after_part`` once ``KILL_TEST_BLOCK_AFTER_PART`` parts are on disk,
-after touching ``KILL_TEST_MARKER``. The test waits for the marker, then kills the process: it dies at that
-batch every time, whatever the machine's speed. Nothing outside tests/ reads these variables.
+in that process, once ``KILL_TEST_BLOCK_AFTER_PART`` parts are on disk, the part writer touches
+``KILL_TEST_MARKER`` and blocks (forever). The test waits for the marker, then kills the process: it dies at
+that batch every time, whatever the machine's speed. Nothing outside tests/ reads these variables, and the
+package carries no hook for it: the wrapper replaces the stages' part writer in this process only.
 """
 
 import os
 import threading
 from pathlib import Path
 
-import dagster as dg
+import samantics_dagster.core.label.stages as stages
+from samantics_dagster.definitions import defs  # noqa: F401 - the code location `dagster -m` loads
 
-import samantics_dagster.definitions as _location
-from samantics_dagster.defs.resources.sam3 import Sam3Resource
-
-
-class BlockingSam3Resource(Sam3Resource):
-    block_after_part: int
-    marker: str
-
-    def after_part(self, parts_written: int) -> None:
-        if parts_written >= self.block_after_part:
-            Path(self.marker).write_text(str(parts_written))
-            threading.Event().wait()  # until SIGKILL
+_BLOCK_AFTER = int(os.environ.get("KILL_TEST_BLOCK_AFTER_PART", "0"))
+_MARKER = os.environ.get("KILL_TEST_MARKER", "")
+_write_part = stages.write_part
+_written = 0
 
 
-defs = dg.Definitions(
-    assets=list(_location.defs.assets or []),
-    resources={**(_location.defs.resources or {}), "sam3": BlockingSam3Resource(
-        model_cache=dg.EnvVar("MODEL_CACHE"), block_after_part=int(os.environ.get("KILL_TEST_BLOCK_AFTER_PART", "0")),
-        marker=os.environ.get("KILL_TEST_MARKER", ""))},
-)
+def _write_part_then_maybe_block(parts_dir: Path, rows: list[dict], *args: object, **kwargs: object) -> None:
+    global _written
+    _write_part(parts_dir, rows, *args, **kwargs)
+    if not rows:
+        return
+    _written += 1
+    if _BLOCK_AFTER and _written >= _BLOCK_AFTER:
+        Path(_MARKER).write_text(str(_written))
+        threading.Event().wait()  # until SIGKILL
+
+
+stages.write_part = _write_part_then_maybe_block

@@ -84,6 +84,28 @@ def test_status_failed_and_videos_answer_the_old_questions(demo, tmp_path):
 
 
 @pytest.mark.slow  # `samantics demo` in a subprocess
+def test_status_names_a_category_labelled_at_two_precisions(demo, tmp_path):
+    import pandas as pd
+
+    root, _ = demo
+    dataset = tmp_path / "dataset"
+    shutil.copytree(root / "dataset", dataset)
+    clean = _run("status", "--dataset-dir", str(dataset)).stdout
+    assert "mixed precision" not in clean and {r["precisions"] for r in _rows(clean)} == {"1"}
+    labels_path = sorted((dataset / "tables" / "sam3_labels").glob("*.parquet"))[0]
+    labels = pd.read_parquet(labels_path)
+    labels.loc[labels.index[:2], "labeler"] = labels.labeler.iloc[0].split("@")[0] + "@bf16-torch2.11-transformers5.23"
+    labels.to_parquet(labels_path)
+    out = _run("status", "--dataset-dir", str(dataset)).stdout
+    lines = out.strip().splitlines()
+    notes = [line for line in lines if line.startswith("mixed precision: ")]
+    assert len(notes) == 1 and f"mixed precision: {labels_path.stem}: " in notes[0]
+    assert "2 at bf16-torch2.11-transformers5.23" in notes[0] and "relabel: other_precision" in notes[0]
+    rows = {r["category"]: r["precisions"] for r in _rows("\n".join(line for line in lines if line not in notes))}
+    assert rows.pop(labels_path.stem) == "2" and set(rows.values()) == {"1"}
+
+
+@pytest.mark.slow  # `samantics demo` in a subprocess
 def test_split_stats_and_to_coco_on_the_demo_labels(demo, tmp_path):
     import json
 

@@ -75,7 +75,7 @@ def reference(tmp_path_factory, images, model_dir) -> bytes:
     """The in-process path's table (same device and precision: fp32 on the CPU, one thread)."""
     root, table = _dataset(tmp_path_factory.mktemp("reference"), images, "dataset")
     loaded = load_sam3(model_dir, device="cpu")
-    labeler = SETTINGS.labeler(loaded.fingerprint, QUERIES)
+    labeler = SETTINGS.labeler(loaded.fingerprint, QUERIES, loaded.precision)  # as the asset and each actor name it
     result = label_partition(images[1], ImageStore(root), make_segmenter(loaded, QUERIES, SPEC, SETTINGS), labeler,
                              table_path=table, image_batch=SETTINGS.image_batch)
     assert result.labelled == N_IMAGES and sum(result.instances_per_class.values()) > 0

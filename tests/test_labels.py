@@ -60,6 +60,8 @@ def test_labels_every_accepted_image_and_skips_them_next_time(dataset_env, insta
     assert meta["queries_fingerprint"] and meta["model_fingerprint"] and "HF_TOKEN" not in repr(meta)
     # `auto` (the default when SAMANTICS_DEVICE is unset) says what it picked: here, no GPU
     assert (meta["device_requested"], meta["device"], meta["dtype"]) == ("auto", "cpu", "float32")
+    assert meta["precision"].startswith("fp32-torch") and meta["labeler"].endswith("@" + meta["precision"])
+    assert meta["precisions"] == {meta["precision"]: len(deduped)} and meta["mixed_precision"] is False
 
     again = _meta(_label(instance))
     assert again["labelled_this_run"] == 0 and again["reused"] == len(deduped)
@@ -76,7 +78,7 @@ def test_labels_every_accepted_image_and_skips_them_next_time(dataset_env, insta
 
 @pytest.mark.slow
 def test_a_killed_run_loses_at_most_one_batch(dataset_env, instance, deduped, tmp_path):
-    """SIGKILL mid-partition, at a known batch: the resource of ``tests.label_kill_defs`` blocks after the
+    """SIGKILL mid-partition, at a known batch: the part writer of ``tests.label_kill_defs`` blocks after the
     fifth part is written, the test kills the process there, and the next run reuses exactly those parts."""
     home = tmp_path / "cli_home"
     home.mkdir()
@@ -84,18 +86,19 @@ def test_a_killed_run_loses_at_most_one_batch(dataset_env, instance, deduped, tm
     with DagsterInstance.from_config(str(home)) as cli_instance:
         cli_instance.add_dynamic_partitions("category", [CATEGORY])
     parts = table_path(dataset_env, "sam3_labels", CATEGORY).parent / ".parts" / CATEGORY
-    marker, block_after = tmp_path / "blocked", 5
+    marker, block_after, log = tmp_path / "blocked", 5, tmp_path / "materialize.log"
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
     proc = subprocess.Popen(
         [dagster, "asset", "materialize", "-m", "tests.label_kill_defs", "--select", "sam3_labels",
          "--partition", CATEGORY, "--config-json", json.dumps({"ops": {"sam3_labels": {"config": {"image_batch": 1}}}})],
         env={**os.environ, "DAGSTER_HOME": str(home), "OMP_NUM_THREADS": "1",
              "KILL_TEST_BLOCK_AFTER_PART": str(block_after), "KILL_TEST_MARKER": str(marker)},
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     deadline = time.time() + 300
     while not marker.exists():  # the process stays blocked once it is there: no race
-        assert proc.poll() is None, f"the run exited ({proc.returncode}) before reaching batch {block_after}"
+        assert proc.poll() is None, (f"the run exited ({proc.returncode}) before reaching batch {block_after}: "
+                                     f"{log.read_text()[-3000:]}")
         assert time.time() < deadline, f"no part {block_after} after 300 s"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -253,3 +256,22 @@ def test_samantics_device_setting_reaches_the_resource(monkeypatch):
     assert Settings.from_env({"SAMANTICS_DEVICE": "CUDA:1"}).sam3_device == "cuda:1"
     with pytest.raises(ValueError, match="SAMANTICS_DEVICE='gpu'.*use cuda"):
         Settings.from_env({"SAMANTICS_DEVICE": "gpu"})
+
+
+def test_a_category_of_two_precisions_is_reported_and_one_switch_relabels_the_odd_ones(dataset_env, instance, deduped):
+    """Rows a GPU labelled in bf16 (here: rewritten to say so) beside this run's fp32 ones: the metadata says
+    mixed, and `relabel: other_precision` labels exactly those again."""
+    first = _meta(_label(instance))
+    path = table_path(dataset_env, "sam3_labels", CATEGORY)
+    table = pd.read_parquet(path)
+    gpu = first["labeler"].split("@")[0] + "@bf16-torch2.11-transformers5.23"
+    table.loc[table.index[:5], "labeler"] = gpu
+    table.to_parquet(path)
+
+    mixed = _meta(_label(instance))
+    assert mixed["labelled_this_run"] == 0 and mixed["mixed_precision"] is True
+    assert mixed["precisions"] == {first["precision"]: len(deduped) - 5, "bf16-torch2.11-transformers5.23": 5}
+
+    fixed = _meta(_label(instance, {"ops": {"sam3_labels": {"config": {"relabel": "other_precision"}}}}))
+    assert fixed["labelled_this_run"] == 5 and fixed["mixed_precision"] is False
+    assert "another precision" in fixed["relabelled_because"]

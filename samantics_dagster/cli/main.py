@@ -146,6 +146,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             table["last_run"] = [runs.get(c, ("-", ""))[0] for c in table["category"]]
             table["last_run_at"] = [runs.get(c, ("-", "-"))[1] for c in table["category"]]
         _show(table, "no categories yet")
+        for category, counts in status.mixed_precision(dataset).items():
+            print(f"mixed precision: {category}: " + ", ".join(f"{n} at {p}" for p, n in counts.items())
+                  + " (run sam3_labels with `relabel: other_precision` to label the others again at the run's)")
     return 0
 
 

@@ -30,7 +30,7 @@ from samantics_dagster.core.label.masks import (
     cap_detections,
     cross_prompt_nms,
 )
-from samantics_dagster.core.label.model import _thresholds, encode_prompts, load_sam3, segment_batch
+from samantics_dagster.core.label.model import _thresholds, encode_prompts, load_sam3
 from samantics_dagster.core.label.pipeline import (
     IMPORTED_PREFIX,
     LabelSettings,
@@ -42,6 +42,7 @@ from samantics_dagster.core.label.pipeline import (
 from samantics_dagster.core.label.queries import Query, QuerySet
 from samantics_dagster.demo.tiny_sam3 import save_tiny_sam3
 from tests.images import photo
+from tests.sam3_helpers import segment_batch
 
 torch.set_num_threads(1)
 
@@ -330,3 +331,74 @@ def test_after_part_is_called_once_each_part_is_on_disk(dataset, tmp_path):
     label_partition(accepted, store, lambda images: (lambda: _fake_instances(images)), "lab",
                     table_path=tmp_path / "t.parquet", image_batch=2, log=lambda s: None, after_part=after_part)
     assert seen == [(n, n) for n in range(1, -(-len(accepted) // 2) + 1)]
+
+
+# --- precision: dtype and versions in the labeler ----------------------------------------------------
+
+BF16 = "bf16-torch2.11-transformers5.23"
+FP32 = "fp32-torch2.14-transformers5.23"
+
+
+def test_precision_is_recorded_reported_when_mixed_and_relabelled_only_when_asked(dataset, tmp_path):
+    """A run on another precision keeps the rows it finds (relabelling a dataset because torch moved on
+    would cost GPU-days) but the table's precisions say the category is mixed; ``relabel=other_precision``
+    labels exactly the odd ones again. A changed candidate floor still relabels everything, whatever the precision."""
+    from samantics_dagster.core.label.precision import Relabel
+
+    store, accepted = dataset
+    path = tmp_path / "t.parquet"
+    labelled: list[int] = []
+
+    def segment(images):
+        labelled.extend(im.width for im in images)
+        return _fake_instances(images)
+
+    gpu = SETTINGS.labeler("model", QUERIES, BF16)
+    cpu = SETTINGS.labeler("model", QUERIES, FP32)
+    assert gpu != cpu and gpu.split("@")[0] == cpu.split("@")[0] and gpu.endswith("@" + BF16)
+    first = label_partition(accepted[:4], store, segment, gpu, table_path=path, image_batch=2, log=lambda s: None)
+    assert first.precisions == {BF16: 4}
+
+    labelled.clear()
+    logs: list[str] = []
+    mixed = label_partition(accepted, store, segment, cpu, table_path=path, image_batch=2, log=logs.append)
+    assert len(labelled) == len(PHOTOS) - 4 and mixed.reused == 4 and not logs  # nothing relabelled, nothing to say
+    assert mixed.precisions == {FP32: len(PHOTOS) - 4, BF16: 4}
+
+    labelled.clear()
+    fixed = label_partition(accepted, store, segment, cpu, table_path=path, image_batch=2,
+                            relabel=Relabel.other_precision, log=logs.append)
+    assert len(labelled) == 4 and fixed.reused == len(PHOTOS) - 4
+    assert fixed.precisions == {FP32: len(PHOTOS)} and (fixed.table.labeler == cpu).all()
+    assert "relabelling 4 images" in logs[0] and "another precision" in logs[0] and "floor changed" not in logs[0]
+
+    labelled.clear()
+    logs.clear()
+    other = LabelSettings(candidate_floor=0.7).labeler("model", QUERIES, FP32)
+    label_partition(accepted, store, segment, other, table_path=path, image_batch=2, log=logs.append)
+    assert len(labelled) == len(PHOTOS) and "candidate floor changed" in logs[0]
+
+
+def test_rows_from_before_the_precision_was_recorded_stand_and_count_as_unrecorded(dataset, tmp_path):
+    from samantics_dagster.core.label.precision import UNRECORDED, Relabel
+
+    store, accepted = dataset
+    path = tmp_path / "t.parquet"
+    old = SETTINGS.labeler("model", QUERIES)  # no precision: what rows labelled before carry
+    assert "@" not in old
+    label_partition(accepted[:2], store, _fake_instances, old, table_path=path, image_batch=2, log=lambda s: None)
+    now = SETTINGS.labeler("model", QUERIES, FP32)
+    res = label_partition(accepted[:2], store, _fake_instances, now, table_path=path, log=lambda s: None)
+    assert res.reused == 2 and res.precisions == {UNRECORDED: 2}
+    res = label_partition(accepted[:2], store, _fake_instances, now, table_path=path, relabel=Relabel.other_precision,
+                          log=lambda s: None)
+    assert res.reused == 0 and res.precisions == {FP32: 2}
+
+
+def test_loaded_model_names_its_precision(m):
+    import transformers
+
+    from samantics_dagster.core.label.precision import major_minor
+
+    assert m.precision == f"fp32-torch{major_minor(torch.__version__)}-transformers{major_minor(transformers.__version__)}"
+    assert major_minor("2.14.1+cu130") == "2.14" and major_minor("5.23.0") == "5.23"

@@ -10,7 +10,8 @@ import torch
 from pycocotools import mask as mask_utils
 
 from samantics_dagster.core.label.masks import decode_rle, encode_masks
-from samantics_dagster.core.label.rle_torch import encode_masks_torch, mask_runs, runs_to_rles, upsample_chunk
+from samantics_dagster.core.label.rle_torch import mask_runs, runs_to_rles, upsample_chunk
+from tests.sam3_helpers import encode_masks_torch
 
 torch.set_num_threads(1)
 

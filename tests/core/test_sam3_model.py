@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from samantics_dagster.core.label.model import (
-    Detection,
     IncompleteWeightsError,
     LoadedSam3,
     ModelNotFoundError,
@@ -26,10 +25,10 @@ from samantics_dagster.core.label.model import (
     load_sam3_tracker,
     model_fingerprint,
     resolve_model_dir,
-    segment_batch,
 )
 from samantics_dagster.demo.tiny_sam3 import build_tiny_sam3, save_tiny_sam3
 from tests.images import photo
+from tests.sam3_helpers import Detection, segment_batch
 
 torch.set_num_threads(1)
 
@@ -186,26 +185,149 @@ def test_only_kept_queries_are_upsampled(m, images, text, monkeypatch):
     assert sum(upsampled) == kept
 
 
+def test_padding_the_image_batch_keeps_the_vision_batch_static_and_the_results(m, images, text):
+    """A compiled model must see one vision batch size: the last, smaller batch is filled with copies of its
+    last image, whose outputs are never read."""
+    batches: list[int] = []
+    hook = m.model.vision_encoder.register_forward_hook(lambda mod, args, out: batches.append(args[0].shape[0]))
+    try:
+        plain = segment_batch(m, images[:2], *text, score_threshold=THRESHOLD)
+        padded = segment_batch(m, images[:2], *text, score_threshold=THRESHOLD, pad_images_to=4)
+        alone = segment_batch(m, images[2:], *text, score_threshold=THRESHOLD, pad_images_to=4)
+    finally:
+        hook.remove()
+    assert batches == [2, 4, 4]
+    _same(padded, plain)
+    _same(alone, segment_batch(m, images[2:], *text, score_threshold=THRESHOLD))
+
+
+@pytest.mark.parametrize("version, device, dtype, refused", [
+    ("2.14.1+cu130", "cuda", torch.bfloat16, True),
+    ("2.14.0", "cuda", torch.bfloat16, True),
+    ("2.13.0+cu128", "cuda", torch.bfloat16, False),
+    ("2.11.0+cu130", "cuda", torch.bfloat16, False),
+    ("2.14.1+cu130", "cuda", torch.float16, False),
+    ("2.14.1+cu130", "cpu", torch.bfloat16, False),  # inductor's C++ backend, not Triton
+])
+def test_bf16_compile_is_refused_where_torch_breaks_it(version, device, dtype, refused):
+    from samantics_dagster.core.label.model import CompileUnsupportedError, check_compile
+
+    if refused:
+        with pytest.raises(CompileUnsupportedError, match=r"pytorch/pytorch#197002.*compile to false"):
+            check_compile(torch.device(device), dtype, version)
+    else:
+        check_compile(torch.device(device), dtype, version)
+
+
+_CACHE_PROBE = """
+import sys, torch
+torch.set_num_threads(1)
+from torch._dynamo.utils import counters
+from samantics_dagster.core.label.model import load_sam3, encode_prompts, detect
+from tests.images import photo
+m = load_sam3(sys.argv[1], compile=True, compile_cache=sys.argv[2])
+detect(m, [photo("astronaut", (64, 48))], *encode_prompts(m, ["car", "person"]), score_threshold=0.59,
+       pair_chunk=8, pad_chunks=True, pad_images_to=2).groups()
+print("hits", counters["inductor"]["fxgraph_cache_hit"], "misses", counters["inductor"]["fxgraph_cache_miss"])
+"""
+
+
 @pytest.mark.slow  # inductor compiles the four sub-networks: ~100 s on the shared 2-core box (measured)
-def test_compiled_model_gives_the_eager_detections(model_dir, images):
-    """``load_sam3(compile=True)`` with padded pair chunks (one static shape) on the CPU: same kept
-    detections as eager (same prompts, same order), scores, boxes and masks within float noise."""
-    eager, compiled = load_sam3(model_dir), load_sam3(model_dir, compile=True)
+def test_compiled_model_gives_the_eager_detections_and_a_new_process_reuses_its_kernels(model_dir, images, tmp_path):
+    """``load_sam3(compile=True)`` with padded image batches and pair chunks (one static shape) on the CPU: same
+    kept detections as eager (same prompts, same order), scores, boxes and masks within float noise. Its
+    kernels land in ``compile_cache``, and a second process (a new run container) compiles nothing again."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "torchinductor"
+    eager, compiled = load_sam3(model_dir), load_sam3(model_dir, compile=True, compile_cache=cache)
     assert compiled.compiled
-    kw = dict(score_threshold=THRESHOLD, pair_chunk=8, pad_chunks=True)
+    kw = dict(score_threshold=THRESHOLD, pair_chunk=8, pad_chunks=True, pad_images_to=2)
     a = segment_batch(eager, images, *encode_prompts(eager, PROMPTS), **kw)
     b = segment_batch(compiled, images, *encode_prompts(compiled, PROMPTS), **kw)
     assert sum(len(x) for x in a) > 0
     _same(b, a)
+    assert any((cache / "fxgraph").rglob("*")), "no FX graph in the compile cache"
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)  # the probe must find the cache through compile_cache alone
+    for _ in range(2):  # the first run may add graphs for its own shapes; the second must hit them all
+        out = subprocess.run([sys.executable, "-c", _CACHE_PROBE, str(model_dir), str(cache)], capture_output=True,
+                             text=True, timeout=900, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+    hits, misses = (int(x) for x in out.stdout.split()[-3::2])
+    assert hits > 0 and misses == 0, out.stdout
 
 
+BF16_SCORE_TOL = 0.01  # |score_bf16 - score_fp32| per query; measured on the CPU: max 0.0015 (boxes 0.004)
+BF16_BOX_TOL = 0.02  # normalised box coordinates
+BF16_MIN_IOU = 0.9  # masks of the detections both precisions keep
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_bf16_detections_match_fp32_within_the_stated_tolerance(model_dir, images, device):
+    """What labelling on a GPU in bf16 changes against fp32 on the tiny model: per query, scores within
+    BF16_SCORE_TOL and boxes within BF16_BOX_TOL; the same detections kept (those within the score tolerance
+    of the threshold aside), their masks at IoU >= BF16_MIN_IOU. The labeler records the precision because of
+    the borderline ones."""
+    ref, low = load_sam3(model_dir, device=device, dtype="fp32"), load_sam3(model_dir, device=device, dtype="bf16")
+    near = 0
+    for im in images:
+        for p in PROMPTS:
+            scores, boxes = [], []
+            for m in (ref, low):
+                inp = m.processor(images=im, text=p, return_tensors="pt").to(m.device)
+                with torch.inference_mode():
+                    out = m.model(**{k: (v.to(m.dtype) if v.is_floating_point() else v) for k, v in inp.items()})
+                scores.append((out.pred_logits.float().sigmoid() * out.presence_logits.float().sigmoid())[0].cpu())
+                boxes.append(out.pred_boxes.float()[0].cpu())
+            assert (scores[0] - scores[1]).abs().max() <= BF16_SCORE_TOL, (im.size, p)
+            assert (boxes[0] - boxes[1]).abs().max() <= BF16_BOX_TOL, (im.size, p)
+            near += int(((scores[0] - THRESHOLD).abs() <= BF16_SCORE_TOL).sum())
+    a = segment_batch(ref, images, *encode_prompts(ref, PROMPTS), score_threshold=THRESHOLD)
+    b = segment_batch(low, images, *encode_prompts(low, PROMPTS), score_threshold=THRESHOLD)
+    assert sum(len(x) for x in a) > 0
+    for da, db in zip(a, b):
+        for pa, pb in zip(_by_prompt(da, len(PROMPTS)), _by_prompt(db, len(PROMPTS))):
+            if len(pa) != len(pb):
+                near -= abs(len(pa) - len(pb))
+                assert near >= 0, "a detection changed sides of the threshold without being near it"
+                continue
+            for d in pb:
+                assert max(_iou(d.mask, e.mask) for e in pa) >= BF16_MIN_IOU
+
+
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_path_with_pinned_copies_matches_cpu(model_dir, images):
-    """The pinned, non-blocking copy back must be complete by the time detections are read."""
+def test_cuda_production_path_device_rle_equals_pycocotools_and_the_cpu(model_dir, images):
+    """The CUDA path as the pipeline runs it (``detect``'s defaults: run lengths on the device, copied into
+    pinned host memory without blocking, read after the event): byte-identical to pycocotools on the same
+    device's masks, and the same detections as the CPU."""
+    from pycocotools import mask as mask_utils
+
+    from samantics_dagster.core.label.model import detect
+
     cpu, gpu = load_sam3(model_dir, device="cpu"), load_sam3(model_dir, device="cuda", dtype="fp32")
-    a = segment_batch(cpu, images, *encode_prompts(cpu, PROMPTS), score_threshold=THRESHOLD)
-    b = segment_batch(gpu, images, *encode_prompts(gpu, PROMPTS), score_threshold=THRESHOLD)
-    _same(b, a)
+    text = encode_prompts(gpu, PROMPTS)
+    pending = detect(gpu, images, *text, score_threshold=THRESHOLD, pair_chunk=5)
+    groups = pending.groups()  # waits on the event recorded after the last copy
+    assert all(g.runs is not None and g.masks is None for per in groups for g in per)  # no full mask came back
+    rles = [[r["counts"] for g in per for r in g.runs.rles()] for per in groups]
+    masks = segment_batch(gpu, images, *text, score_threshold=THRESHOLD, pair_chunk=5)  # host masks, same device
+    for im, mine, dets in zip(images, rles, masks):
+        ref = [r["counts"].decode() for r in mask_utils.encode(
+            np.asfortranarray(np.stack([d.mask for d in dets], -1).astype(np.uint8)))] if dets else []
+        assert mine == ref, im.size
+    # The CPU's detections: the same ones clear of the threshold (cuDNN convolutions may use TF32), same scores.
+    tol = 1e-3
+    for da, db in zip(segment_batch(cpu, images, *encode_prompts(cpu, PROMPTS), score_threshold=THRESHOLD), masks):
+        for pa, pb in zip(_by_prompt(da, len(PROMPTS)), _by_prompt(db, len(PROMPTS))):
+            sa = [d.score for d in pa if d.score > THRESHOLD + tol]
+            sb = [d.score for d in pb if d.score > THRESHOLD + tol]
+            assert len(sa) == len(sb)
+            np.testing.assert_allclose(sa, sb, rtol=0, atol=tol)
 
 
 # --- finding and loading weights ---------------------------------------------------------------

@@ -16,6 +16,7 @@ in the package joins a dataset path by hand: it asks a :class:`DatasetLayout`.
       .index/labels/{category}.jsonl        labels.jsonl's per-category segments (+ {category}.key.json)
       .index/splits.parquet                 split group -> split, per category (sticky splits)
       coco/shards.json                      per split: the per-category files and their counts
+      .cache/torchinductor/                 torch.compile's kernels and FX graphs, reused by every run container
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ class DatasetLayout:
         """Categories with a written table, sorted."""
         folder = self.table_dir(table)
         return sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
+
+    @property
+    def compile_cache(self) -> Path:
+        """``torch.compile``'s cache (TORCHINDUCTOR_CACHE_DIR): on the dataset, because it is the one folder every
+        run container mounts read-write (the model cache is read-only), so the next run skips the compile."""
+        return self.root / ".cache" / "torchinductor"
 
     def label_parts(self, category: str) -> Path:
         """Batch parts of a labelling run in flight (merged into the table when the run ends)."""

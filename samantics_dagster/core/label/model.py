@@ -161,7 +161,7 @@ def model_fingerprint(model_dir: Path) -> str:
 
 @dataclass
 class LoadedSam3:
-    """A model ready for ``segment_batch``; built once per process (it's 3.4 GB in fp32)."""
+    """A model ready for ``detect``; built once per process (it's 3.4 GB in fp32)."""
 
     model: Any  # transformers Sam3Model, eval mode
     processor: Any  # transformers Sam3Processor
@@ -169,6 +169,16 @@ class LoadedSam3:
     dtype: torch.dtype
     fingerprint: str
     compiled: bool = False  # then callers pad the last pair chunk so the heads see one shape
+
+    @property
+    def precision(self) -> str:
+        """``bf16-torch2.11-transformers5.23``: what, besides the weights and the knobs, changes borderline
+        detections (recorded in every row's labeler; ``core.label.precision``)."""
+        import transformers
+
+        from samantics_dagster.core.label.precision import precision_tag
+
+        return precision_tag(self.dtype, torch.__version__, transformers.__version__)
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -222,7 +232,7 @@ def _resolve_device(device: str) -> torch.device:
     return check_device(device)
 
 
-def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         # bf16 on GPU: ~3x faster heads than fp32 and no fp16 overflow risk; CPUs lack fast bf16 matmuls.
         return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -232,8 +242,40 @@ def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}") from None
 
 
+BF16_COMPILE_BROKEN = ("2.14",)
+"""torch minor versions whose inductor cannot compile SAM3 in bf16 on CUDA: transformers' sine position
+embedding divides a bf16 ``arange`` with ``rounding_mode="floor"``, for which 2.14's Triton codegen emits
+``libdevice.isinf`` on a bf16 temporary and fails with ``KeyError: triton.language.bfloat16``
+(pytorch/pytorch#197002, a regression from 2.13; the fix, pytorch/pytorch#197076, came after 2.14.0). Every
+2.14.x is refused: no patch release is known to carry the fix."""
+
+
+class CompileUnsupportedError(ValueError):
+    """``compile`` asked for where it is known to fail; raised at run start, not after a long compile."""
+
+
+def check_compile(device: torch.device, dtype: torch.dtype, torch_version: str = torch.__version__) -> None:
+    """Refuse ``compile=True`` with bf16 on CUDA on the torch versions of :data:`BF16_COMPILE_BROKEN`."""
+    minor = ".".join(torch_version.split("+")[0].split(".")[:2])
+    if device.type == "cuda" and dtype == torch.bfloat16 and minor in BF16_COMPILE_BROKEN:
+        raise CompileUnsupportedError(
+            f"compile with bf16 on CUDA fails on torch {torch_version} (inductor's Triton codegen calls "
+            f"libdevice.isinf on a bf16 value in SAM3's position embedding: pytorch/pytorch#197002). Set the sam3 "
+            f"resource's compile to false, or its dtype to fp16, or use a torch outside {', '.join(BF16_COMPILE_BROKEN)}.")
+
+
+def use_compile_cache(folder: Path) -> None:
+    """Point inductor's caches (compiled kernels, FX graphs, autotuning; Triton's under ``triton/``) at
+    ``folder``: a run container starts with an empty ``/tmp``, so without this every run compiles again
+    (~1-2 min per sub-network on a GPU). Process-wide (an environment variable, as inductor reads it)."""
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder.resolve())
+
+
 def load_sam3(model_dir: Path, device: str = "auto", dtype: str = "auto", attn: str = "sdpa",
-              compile: bool = False) -> LoadedSam3:
+              compile: bool = False, compile_cache: Path | None = None) -> LoadedSam3:
     """Load ``Sam3Model`` + ``Sam3Processor`` from a snapshot folder, offline.
 
     ``Sam3Model`` is named explicitly rather than ``AutoModel``: the ``facebook/sam3`` checkpoint's
@@ -241,21 +283,26 @@ def load_sam3(model_dir: Path, device: str = "auto", dtype: str = "auto", attn: 
     ``Sam3Model`` takes its ``detector_config`` and ignores the tracker weights. A load that leaves
     weights missing raises :class:`IncompleteWeightsError`.
     ``attn="sdpa"`` measured fastest (eager is 2.5x slower on the heads; flex failed on CPU).
-    ``compile=True`` compiles the four sub-networks; use it with ``pad_chunks=True`` and a fixed
-    image batch so shapes stay static (SAM3 can't compile with dynamic shapes). Avoid it with bf16
-    on torch 2.14 (pytorch#197002).
+    ``compile=True`` compiles the four sub-networks for static shapes (SAM3 can't compile with dynamic
+    ones): callers pad the image batch and the pair chunks (``detect``'s ``pad_images_to``/``pad_chunks``)
+    so the last, smaller batch reuses the graphs. bf16 compile is refused where torch is known to break
+    (:func:`check_compile`); ``compile_cache`` keeps the compiled kernels there for the next process.
     """
     from transformers import Sam3Model, Sam3Processor
 
     model_dir = Path(model_dir)
     dev = _resolve_device(device)
-    dt = _resolve_dtype(dtype, dev)
+    dt = resolve_dtype(dtype, dev)
+    if compile:
+        check_compile(dev, dt)
+        if compile_cache is not None:
+            use_compile_cache(Path(compile_cache))
     model = _from_pretrained(Sam3Model, model_dir, dt, attn)
     model = model.to(dev).eval()  # type: ignore[arg-type]  # transformers types .to() by its own PreTrainedModel
     processor = Sam3Processor.from_pretrained(model_dir, local_files_only=True)
     if compile:
         for sub in (model.vision_encoder, model.detr_encoder, model.detr_decoder, model.mask_decoder):
-            sub.compile()
+            sub.compile(dynamic=False)  # a shape it hasn't seen recompiles statically, never goes dynamic
     return LoadedSam3(model=model, processor=processor, device=dev, dtype=dt,
                       fingerprint=model_fingerprint(model_dir), compiled=compile)
 
@@ -310,7 +357,7 @@ def load_sam3_tracker(model_dir: Path, device: str = "auto", dtype: str = "auto"
 
     model_dir = Path(model_dir)
     dev = _resolve_device(device)
-    dt = _resolve_dtype(dtype, dev)
+    dt = resolve_dtype(dtype, dev)
     model = _from_pretrained(Sam3TrackerModel, model_dir, dt, attn)
     model = model.to(dev).eval()
     processor = Sam3TrackerProcessor.from_pretrained(model_dir, local_files_only=True)
@@ -333,14 +380,6 @@ def encode_prompts(m: LoadedSam3, prompts: list[str]) -> tuple[Any, torch.Tensor
                                 truncation=True, return_tensors="pt").to(m.device)
     out = m.model.get_text_features(input_ids=tok.input_ids, attention_mask=tok.attention_mask)
     return out, tok.attention_mask
-
-
-@dataclass(eq=False)  # eq would compare masks elementwise and raise
-class Detection:
-    prompt_index: int  # index into the prompt list given to encode_prompts
-    score: float  # sigmoid(query logit) * sigmoid(presence logit)
-    box_xyxy: tuple[float, float, float, float]  # pixels of the original image; not clipped to it
-    mask: np.ndarray  # bool, (H, W) of the original image
 
 
 @dataclass(eq=False)
@@ -369,16 +408,6 @@ class PendingDetections:
         if self._ready is not None:
             self._ready.synchronize()  # releases the GIL while it waits
         return self._per_image
-
-    def detections(self) -> list[list[Detection]]:
-        """Per image, one ``Detection`` per kept query (masks are views into the group buffers).
-        Needs ``detect(..., host_masks=True)``."""
-        if any(g.masks is None for groups in self._per_image for g in groups):
-            raise ValueError("detections() needs full-resolution masks: call detect with host_masks=True")
-        return [[Detection(prompt_index=int(g.prompt_index[j]), score=float(g.scores[j]),
-                           box_xyxy=tuple(g.boxes_xyxy[j].tolist()), mask=g.masks[j])  # type: ignore[index]
-                 for g in groups for j in range(len(g.scores))]
-                for groups in self.groups()]
 
 
 def _thresholds(score_threshold: float | Sequence[float], k: int) -> torch.Tensor:
@@ -413,16 +442,22 @@ def _collect_kept(per_image: list[list[MaskGroup]], out: Any, rows: torch.Tensor
 def detect(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch.Tensor, *,
            score_threshold: float | Sequence[float], pair_chunk: int = 32,
            max_detections_per_pair: int | None = None, pad_chunks: bool = False,
-           upsample_budget_mb: float | None = None, device_rle: bool | None = None,
-           host_masks: bool | None = None) -> PendingDetections:
+           pad_images_to: int | None = None, upsample_budget_mb: float | None = None,
+           device_rle: bool | None = None, host_masks: bool | None = None) -> PendingDetections:
     """Run the model on ``images`` x all prompts and start copying the kept detections to the host.
 
-    ``upsample_budget_mb`` bounds the device memory of one upsampling chunk (None: per-device default,
+    ``pad_images_to`` fills a smaller batch (the last one, or one image retried alone) up to that many with
+    copies of its last image, and ``pad_chunks`` the last pair chunk up to ``pair_chunk``: a compiled model
+    then sees one shape throughout; the copies' outputs are never read. ``upsample_budget_mb`` bounds the
+    device memory of one upsampling chunk (None: per-device default,
     ``upsample.DEFAULT_BUDGET_MB``). ``device_rle`` computes COCO run lengths and areas on the device
     (None: on CUDA only); ``host_masks`` copies full-resolution masks back too (None: only without
     ``device_rle``), so in the CUDA default path no full-resolution mask reaches the host.
 
-    Arguments as for ``segment_batch``. Per chunk of pairs, the kept queries are chosen on the device
+    ``text``/``text_mask`` come from ``encode_prompts``. ``score_threshold`` is one value or one per
+    prompt; a detection is kept if its score is strictly greater (as HF does). Pairs run through the
+    heads ``pair_chunk`` at a time (GPU memory: ~225 MiB per pair in bf16 at full size);
+    ``max_detections_per_pair`` keeps only the top-scoring few per (image, prompt). Per chunk of pairs, the kept queries are chosen on the device
     for the whole chunk at once (threshold, then the per-pair cap, on score-sorted queries) and the
     host waits for the device once, to learn how many were kept. Only kept masks are upsampled, one
     image at a time (each has its own size), and copied back without blocking; nothing about a
@@ -451,6 +486,8 @@ def detect(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch
     # Resizing on the GPU is ~4x faster than on the CPU for 720p frames.
     extra = {"device": dev} if dev.type == "cuda" else {}
     pixels = m.processor.image_processor(images, return_tensors="pt", **extra).pixel_values
+    if pad_images_to is not None and n < pad_images_to:  # pairs index only the real images below
+        pixels = torch.cat([pixels, pixels[-1:].expand(pad_images_to - n, *pixels.shape[1:])])
     vis = model.get_vision_features(pixel_values=pixels.to(dev, m.dtype))
 
     pair_image = np.arange(n).repeat(k)  # pair r = (image r // k, prompt r % k)
@@ -484,21 +521,3 @@ def detect(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch
         ready = torch.cuda.Event()
         ready.record()
     return PendingDetections(per_image, ready)
-
-
-def segment_batch(m: LoadedSam3, images: list[Image.Image], text: Any, text_mask: torch.Tensor, *,
-                  score_threshold: float | Sequence[float], pair_chunk: int = 32,
-                  max_detections_per_pair: int | None = None, pad_chunks: bool = False,
-                  upsample_budget_mb: float | None = None) -> list[list[Detection]]:
-    """Detect every prompt in every image; returns, per image, detections ordered by prompt index,
-    then by descending score. ``detect`` followed by a wait; the pipeline uses ``detect`` directly.
-
-    ``text``/``text_mask`` come from ``encode_prompts``. ``score_threshold`` is one value or one per
-    prompt; a detection is kept if its score is strictly greater (as HF does). Pairs run through the
-    heads ``pair_chunk`` at a time (GPU memory: ~225 MiB per pair in bf16 at full size);
-    ``pad_chunks`` pads the last chunk to ``pair_chunk`` so a compiled model sees one shape.
-    ``max_detections_per_pair`` keeps only the top-scoring few per (image, prompt).
-    """
-    return detect(m, images, text, text_mask, score_threshold=score_threshold, pair_chunk=pair_chunk,
-                  max_detections_per_pair=max_detections_per_pair, pad_chunks=pad_chunks,
-                  upsample_budget_mb=upsample_budget_mb, device_rle=False, host_masks=True).detections()

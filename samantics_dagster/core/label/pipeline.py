@@ -24,7 +24,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +39,7 @@ from samantics_dagster.core.dataset.store import ImageStore
 from samantics_dagster.core.dataset.tables import read_table
 from samantics_dagster.core.label.candidates import DEFAULT_FLOOR, PASSENGER, Selection, select, select_records
 from samantics_dagster.core.label.masks import Instance, build_instances, instances_from_rles
+from samantics_dagster.core.label.precision import Relabel, precision_counts, with_precision
 from samantics_dagster.core.label.queries import QuerySet
 from samantics_dagster.core.label.resume import (
     DONE,
@@ -83,11 +84,15 @@ class LabelSettings:
     upsample_budget_mb: float | None = None  # device memory per upsampling chunk; None: per-device default
     device_rle: bool | None = None  # RLE on the device; None: on CUDA only (same bytes either way)
 
-    def labeler(self, model_fingerprint: str, queries: QuerySet) -> str:
+    def labeler(self, model_fingerprint: str, queries: QuerySet, precision: str | None = None) -> str:
+        """``sam3:{model}:{queries}:{knobs}@{precision}``: the part before ``@`` decides whether a row stands,
+        the precision (dtype, torch and transformers major.minor; ``LoadedSam3.precision``) is recorded and
+        reported, and relabels only when asked (``core.label.precision``)."""
         knobs = {k: v for k, v in asdict(self).items() if k not in _NOT_LABEL_KNOBS}
         blob = json.dumps({"model": model_fingerprint, "queries": queries.fingerprint(), **knobs},
                           sort_keys=True, default=str)
-        return f"sam3:{model_fingerprint[:8]}:{queries.fingerprint()[:8]}:{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
+        base = f"sam3:{model_fingerprint[:8]}:{queries.fingerprint()[:8]}:{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
+        return with_precision(base, precision)
 
 
 @dataclass
@@ -105,6 +110,7 @@ class LabelResult:
     failed_this_run: int = 0  # of which failed (the check judges the whole table: core.label.failures)
     load_seconds: float = 0.0  # JPEG decoding on the loader thread, summed over batches
     device_seconds: float = 0.0  # the device half (model, upsampling, device RLE) on the main thread
+    precisions: dict[str, int] = field(default_factory=dict)  # done rows per precision (core.label.precision)
 
     @property
     def stage_seconds(self) -> dict[str, float]:
@@ -129,7 +135,8 @@ def make_segmenter(loaded: LoadedSam3, queries: QuerySet, spec: Spec, settings: 
     def segment(images: list[Image.Image]) -> Finish:
         pending = detect(loaded, images, text, text_mask, score_threshold=settings.candidate_floor,
                          pair_chunk=settings.pair_chunk, max_detections_per_pair=settings.max_candidates,
-                         pad_chunks=loaded.compiled, upsample_budget_mb=settings.upsample_budget_mb,
+                         pad_chunks=loaded.compiled, pad_images_to=settings.image_batch if loaded.compiled else None,
+                         upsample_budget_mb=settings.upsample_budget_mb,
                          device_rle=settings.device_rle)
 
         def finish() -> list[list[Instance]]:
@@ -161,6 +168,7 @@ def label_partition(
     image_batch: int = 4,
     retry_failed: bool = False,
     relabel_imported: bool = False,
+    relabel: Relabel = Relabel.changed,
     post_workers: int = 1,
     progress: ProgressFn | None = None,
     log: Callable[[str], None] = print,
@@ -172,7 +180,8 @@ def label_partition(
     that many batches wait for them, which bounds host memory (a batch's full-size masks). One is
     enough: pycocotools' encoder holds the GIL, so a second thread adds no encoding speed. ``0`` runs
     everything in the calling thread, one batch after the other. ``relabel_imported`` labels again
-    the ``done`` rows imported from an older dataset, which are otherwise kept. ``after_part(n)`` is called
+    the ``done`` rows imported from an older dataset, which are otherwise kept; ``relabel=other_precision``
+    labels again the rows made at another precision than ``labeler``'s. ``after_part(n)`` is called
     on the post-processing thread once the n-th part of this run is on disk: the kill test blocks there, so
     the process dies at a known point instead of racing a poll.
 
@@ -184,9 +193,9 @@ def label_partition(
     parts_dir.mkdir(parents=True, exist_ok=True)
     known = known_rows(read_table(table_path), parts_dir)
     wanted = accepted.drop_duplicates("dhash")[["dhash", "rel_path"]].to_dict("records")
-    keep, todo, relabel = plan(wanted, known, labeler, retry_failed, relabel_imported)
-    if relabel:
-        log(relabel)
+    keep, todo, why = plan(wanted, known, labeler, retry_failed, relabel_imported, relabel)
+    if why:
+        log(why)
 
     stages = BatchStages(store, segment, labeler, parts_dir, post_workers=post_workers, total=len(todo),
                          progress=progress, after_part=after_part)
@@ -195,10 +204,11 @@ def label_partition(
     t = stages.times
     return LabelResult(table, labelled=sum(r["status"] == DONE for r in new_rows), reused=len(keep),
                        failed=int((table.status == FAILED).sum()), seconds=time.perf_counter() - start,
-                       instances_per_class=instances_per_class(table), relabel_reason=relabel,
+                       instances_per_class=instances_per_class(table), relabel_reason=why,
                        post_seconds=t.post, post_wait_seconds=t.post_wait, attempted=len(new_rows),
                        failed_this_run=sum(r["status"] == FAILED for r in new_rows),
-                       load_seconds=t.load, device_seconds=t.device)
+                       load_seconds=t.load, device_seconds=t.device,
+                       precisions=precision_counts(table.loc[table.status == DONE, "labeler"]))
 
 
 def labels_jsonl_records(tables: dict[str, pd.DataFrame], selection: Selection | None = None) -> list[dict]:

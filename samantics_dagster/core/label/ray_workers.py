@@ -37,6 +37,7 @@ from samantics_dagster.core.dataset.spec import Spec
 from samantics_dagster.core.dataset.store import ImageStore
 from samantics_dagster.core.dataset.tables import read_table
 from samantics_dagster.core.label.pipeline import LabelSettings, make_segmenter
+from samantics_dagster.core.label.precision import Relabel
 from samantics_dagster.core.label.queries import QuerySet, truncate_queries
 from samantics_dagster.core.label.resume import (
     DONE,
@@ -126,7 +127,7 @@ class ShareLabeller:
         tokenizer = self.loaded.processor.tokenizer
         self.queries, self.warnings = truncate_queries(queries, lambda text: len(tokenizer(text).input_ids) - 2)
         self.settings = settings
-        self.labeler = settings.labeler(self.loaded.fingerprint, self.queries)
+        self.labeler = settings.labeler(self.loaded.fingerprint, self.queries, self.loaded.precision)
         self.segment = make_segmenter(self.loaded, self.queries, spec, settings)
         self.store = ImageStore(Path(dataset_dir))
         dev = self.loaded.device
@@ -177,6 +178,7 @@ def label_partition_ray(
     share_batches: int = 4,
     retry_failed: bool = False,
     relabel_imported: bool = False,
+    relabel: Relabel = Relabel.changed,
     post_workers: int = 1,
     max_restarts: int = 2,
     start_timeout_s: float = 600.0,
@@ -215,9 +217,9 @@ def label_partition_ray(
         labeler: str = first["labeler"]
         known = known_rows(read_table(table_path), parts_dir)
         wanted = accepted.drop_duplicates("dhash")[["dhash", "rel_path"]].to_dict("records")
-        keep, todo, relabel = plan(wanted, known, labeler, retry_failed, relabel_imported)
-        if relabel:
-            log(relabel)
+        keep, todo, why = plan(wanted, known, labeler, retry_failed, relabel_imported, relabel)
+        if why:
+            log(why)
         share = settings.image_batch * share_batches
         shares = [todo[i:i + share] for i in range(0, len(todo), share)]
         n = max(1, min(max_actors, free, len(shares)))
@@ -255,7 +257,7 @@ def label_partition_ray(
     return RayLabelResult(
         table, labelled=sum(r["status"] == DONE for r in new_rows), reused=len(keep),
         failed=int((table.status == FAILED).sum()), seconds=time.perf_counter() - start,
-        instances_per_class=instances_per_class(table), relabel_reason=relabel, labeler=labeler,
+        instances_per_class=instances_per_class(table), relabel_reason=why, labeler=labeler,
         attempted=len(new_rows), failed_this_run=sum(r["status"] == FAILED for r in new_rows), actors=per_actor,
         relabelled_after_failures=twice, warnings=list(first["warnings"]), start_seconds=start_seconds,
         model_fingerprint=first["model_fingerprint"], queries_fingerprint=first["queries_fingerprint"])

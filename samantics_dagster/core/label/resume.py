@@ -22,6 +22,7 @@ from samantics_dagster.core.dataset.schema import IMPORTED_PREFIX, SAM3_LABELS, 
 from samantics_dagster.core.dataset.tables import write_table
 from samantics_dagster.core.label.failures import failed_on_device
 from samantics_dagster.core.label.masks import Instance
+from samantics_dagster.core.label.precision import Relabel, same_labels, split
 
 DONE, FAILED = LabelStatus.DONE, LabelStatus.FAILED
 
@@ -69,19 +70,20 @@ def _imported(row: dict) -> bool:
     return isinstance(row["labeler"], str) and row["labeler"].startswith(IMPORTED_PREFIX)
 
 
-def _reusable(old: dict, labeler: str, retry_failed: bool, relabel_imported: bool) -> bool:
+def _reusable(old: dict, labeler: str, retry_failed: bool, relabel_imported: bool, relabel: Relabel) -> bool:
     """Whether a known row stands. Imported ``done`` rows have another labeler by construction
     (no SAM3 run made them), so the fingerprint comparison would always relabel them. A row that failed on
-    a device error is tried again by every run (``core.label.failures``): the error says nothing about the image."""
+    a device error is tried again by every run (``core.label.failures``): the error says nothing about the image.
+    The labeler's precision (``core.label.precision``) counts only with ``relabel=other_precision``."""
     if old["status"] == DONE and _imported(old):
         return not relabel_imported
     if old["status"] == FAILED and failed_on_device(old["error"]):
         return False
-    return old["labeler"] == labeler and (old["status"] == DONE or not retry_failed)
+    return same_labels(old["labeler"], labeler, relabel) and (old["status"] == DONE or not retry_failed)
 
 
 def plan(wanted: list[dict], known: dict[str, dict], labeler: str, retry_failed: bool,
-         relabel_imported: bool) -> tuple[dict[str, dict], list[dict], str | None]:
+         relabel_imported: bool, relabel: Relabel = Relabel.changed) -> tuple[dict[str, dict], list[dict], str | None]:
     """(rows that stand, by dhash; rows to label; why rows labelled before are labelled again, if they are)."""
     keep: dict[str, dict] = {}
     todo: list[dict] = []
@@ -90,14 +92,15 @@ def plan(wanted: list[dict], known: dict[str, dict], labeler: str, retry_failed:
     device = 0  # failed rows of this labeler tried again because their error came from the device
     for rec in wanted:
         old = known.get(rec["dhash"])
-        if old is not None and _reusable(old, labeler, retry_failed, relabel_imported):
+        if old is not None and _reusable(old, labeler, retry_failed, relabel_imported, relabel):
             keep[rec["dhash"]] = old
         else:
             todo.append(rec)
             if old is not None and old["labeler"] != labeler:
                 stale[old["labeler"]] += 1
                 why[("relabel_imported is set" if old["status"] == DONE and _imported(old)
-                     else "model, queries or candidate floor changed")] = None
+                     else "model, queries or candidate floor changed" if split(old["labeler"])[0] != split(labeler)[0]
+                     else "labelled at another precision (relabel: other_precision)")] = None
             elif old is not None and old["status"] == FAILED and failed_on_device(old["error"]) and not retry_failed:
                 device += 1
     reasons = []

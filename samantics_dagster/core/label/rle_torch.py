@@ -130,13 +130,6 @@ def runs_to_rles(runs: np.ndarray, n_runs: np.ndarray, height: int, width: int) 
     return [{"size": [int(height), int(width)], "counts": r["counts"].decode("ascii")} for r in out]
 
 
-def encode_masks_torch(masks: torch.Tensor) -> tuple[list[dict], np.ndarray]:
-    """RLE dicts and areas of [M, H, W] masks: runs on the masks' device, strings on the host.
-    Synchronous (waits for the copy); the labelling path uses ``mask_runs`` + ``to_host`` instead."""
-    host = mask_runs(masks).to_host()
-    return host.rles(), host.area.astype(np.float64)
-
-
 def upsample_chunk(height: int, width: int, budget_bytes: int) -> int:
     """How many masks of ``height`` x ``width`` to upsample and encode at once within ``budget_bytes``
     (at least one: a single mask over the budget is still labelled, alone)."""

@@ -8,6 +8,7 @@ import pandas as pd
 
 from samantics_dagster.core.dataset.schema import CurateStatus, DedupeReason, DedupeStatus, LabelStatus, TableName
 from samantics_dagster.core.dataset.tables import read_all
+from samantics_dagster.core.label.precision import precision_counts
 
 _REJECT_REASONS = tuple(r.value for r in DedupeReason)
 
@@ -32,11 +33,12 @@ def _count(table: pd.DataFrame | None, column: str, value: str) -> int:
 
 def status_table(dataset_dir: Path) -> pd.DataFrame:
     """One row per category and a column per stage: frames seen, not yet deduped, accepted, rejected by
-    reason, labelled, failed labelling, accepted but not yet labelled, included and excluded by curation."""
+    reason, labelled (and at how many precisions: :func:`mixed_precision` names them when more than one), failed
+    labelling, accepted but not yet labelled, included and excluded by curation."""
     # only the columns the counts need: the instances column alone is most of a labels table's bytes
     ingress = read_all(dataset_dir, TableName.INGRESS_FRAMES, columns=["rel_path"])
     deduped = read_all(dataset_dir, TableName.DEDUPED_IMAGES, columns=["rel_path", "status", "reason", "dhash"])
-    labels = read_all(dataset_dir, TableName.SAM3_LABELS, columns=["dhash", "status"])
+    labels = read_all(dataset_dir, TableName.SAM3_LABELS, columns=["dhash", "status", "labeler"])
     curated = read_all(dataset_dir, TableName.CURATED_COCO, columns=["status"])
     rows = []
     for category in sorted(set(ingress) | set(deduped)):
@@ -52,12 +54,27 @@ def status_table(dataset_dir: Path) -> pd.DataFrame:
             "accepted": _count(dd, "status", DedupeStatus.ACCEPTED),
             **{f"rejected_{r}": int(reasons.get(r, 0)) for r in _REJECT_REASONS},
             "labelled": _count(lb, "status", LabelStatus.DONE),
+            "precisions": len(_precisions(lb)),
             "label_failed": _count(lb, "status", LabelStatus.FAILED),
             "pending_label": _missing(accepted, lb["dhash"] if lb is not None else None),
             "included": _count(cc, "status", CurateStatus.INCLUDED),
             "excluded": _count(cc, "status", CurateStatus.EXCLUDED),
         })
     return pd.DataFrame(rows)
+
+
+def _precisions(labels: pd.DataFrame | None) -> dict[str, int]:
+    if labels is None:
+        return {}
+    return precision_counts(labels.loc[labels["status"] == LabelStatus.DONE, "labeler"])
+
+
+def mixed_precision(dataset_dir: Path) -> dict[str, dict[str, int]]:
+    """Category -> labelled images per precision, for the categories whose labels were made at more than
+    one (dtype, torch or transformers version; ``core.label.precision``)."""
+    labels = read_all(dataset_dir, TableName.SAM3_LABELS, columns=["status", "labeler"])
+    found = {category: _precisions(table) for category, table in sorted(labels.items())}
+    return {category: counts for category, counts in found.items() if len(counts) > 1}
 
 
 def failed_labels(dataset_dir: Path) -> pd.DataFrame:

@@ -31,6 +31,7 @@ from samantics_dagster.core.label.pipeline import (
     load_image,
     make_segmenter,
 )
+from samantics_dagster.core.label.precision import Relabel
 from samantics_dagster.core.label.preview import previews_markdown, render_preview
 from samantics_dagster.core.label.queries import QuerySet, truncate_queries
 from samantics_dagster.core.label.taxonomy import RULES, dataset_selection, load_taxonomy
@@ -103,6 +104,10 @@ class LabelConfig(Config):
         "again only the images that failed on a device error (CUDA out of memory, a CUDA runtime error); an "
         "unreadable image or a post-processing error would fail the same way."))
     relabel_imported: bool = Field(False, description="Label again the images whose labels came from `samantics import-legacy`.")
+    relabel: Relabel = Field(Relabel.changed, description=(
+        "changed: label again only the images whose model, queries or thresholds changed. other_precision: also "
+        "those labelled at another precision (dtype, torch or transformers major.minor) than this run's, so a "
+        "category reported as mixed precision (metadata `precisions`, `samantics status`) becomes one."))
     post_workers: int = Field(1, ge=0, description="Threads turning masks into RLE while the next batch is on the GPU (0: serial).")
     ray_max_actors: int = Field(8, ge=1, description=(
         "On Ray (SAMANTICS_RAY_ADDRESS): at most this many SAM3 replicas, one per free GPU of the cluster."))
@@ -155,22 +160,28 @@ def sam3_labels(
                             f"{settings.candidate_floor}: below the floor there are no candidates to pass")
     if ray_connected(ray_workers, context.log.info):
         return _label_on_ray(context, config, dataset, sam3, spec, queries, deduped_images, selection)
-    loaded = sam3.load()
+    loaded = sam3.load(compile_cache=dataset.layout.compile_cache)
     tokenizer = loaded.processor.tokenizer
     queries, warnings = truncate_queries(queries, lambda text: len(tokenizer(text).input_ids) - 2)
     for warning in warnings:
         context.log.warning(warning)
-    labeler = settings.labeler(loaded.fingerprint, queries)
+    labeler = settings.labeler(loaded.fingerprint, queries, loaded.precision)
     accepted = deduped_images[deduped_images["status"] == DedupeStatus.ACCEPTED]
     context.log.info(f"{category}: {len(accepted)} accepted images, {len(queries.queries)} prompts, labeler {labeler}")
     result = label_partition(
         accepted, dataset.store(), make_segmenter(loaded, queries, spec, settings), labeler,
         table_path=dataset.layout.table(TableName.SAM3_LABELS, category), image_batch=settings.image_batch,
-        retry_failed=config.retry_failed, relabel_imported=config.relabel_imported, post_workers=config.post_workers,
+        retry_failed=config.retry_failed, relabel_imported=config.relabel_imported, relabel=config.relabel,
+        post_workers=config.post_workers,
         progress=ProgressLog(context.log.info, f"label {category}", "images"),
-        log=context.log.info, after_part=sam3.after_part,
+        log=context.log.info,
     )
     table = result.table
+    if len(result.precisions) > 1:
+        context.log.warning(
+            f"{category}: labels of {len(result.precisions)} precisions "
+            f"({', '.join(f'{p}: {n}' for p, n in result.precisions.items())}); this run's is {loaded.precision}. "
+            "Run sam3_labels with `relabel: other_precision` to label the others again at this one.")
     failed = table[table.status == LabelStatus.FAILED]
     by_name = {str(c.id): c.name for c in spec.categories}
     device = loaded.device
@@ -203,6 +214,9 @@ def sam3_labels(
             "model_fingerprint": loaded.fingerprint,
             "queries_fingerprint": queries.fingerprint(),
             "labeler": labeler,
+            "precision": loaded.precision,
+            "precisions": MetadataValue.json(result.precisions),
+            "mixed_precision": len(result.precisions) > 1,
             **({"relabelled_because": result.relabel_reason} if result.relabel_reason else {}),
             "failures": md_table(failed[["dhash", "rel_path", "error"]]),
         },
@@ -225,7 +239,7 @@ def _label_on_ray(context: AssetExecutionContext, config: LabelConfig, dataset: 
         accepted, dataset.dataset_path, replica, spec, queries, config.settings(),
         table_path=dataset.layout.table(TableName.SAM3_LABELS, category), max_actors=config.ray_max_actors,
         share_batches=config.ray_share_batches, retry_failed=config.retry_failed,
-        relabel_imported=config.relabel_imported, post_workers=config.post_workers,
+        relabel_imported=config.relabel_imported, relabel=config.relabel, post_workers=config.post_workers,
         progress=ProgressLog(context.log.info, f"label {category} on Ray", "images"), log=context.log.info)
     for warning in result.warnings:
         context.log.warning(warning)

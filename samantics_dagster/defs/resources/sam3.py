@@ -31,16 +31,20 @@ class Sam3Resource(ConfigurableResource):
         "auto = cuda if visible, else cpu (the demo; the run's metadata says which it picked). "
         "Deployments set it with SAMANTICS_DEVICE."))
     dtype: str = Field("auto", description="auto = bfloat16 on cuda, float32 on cpu.")
-    compile: bool = Field(False, description="torch.compile the sub-networks (static shapes; long runs only).")
+    compile: bool = Field(False, description=(
+        "torch.compile the sub-networks (static shapes: the last batch is padded; long runs only). Its kernels are "
+        "cached under the dataset's .cache/torchinductor, so later runs skip the compile. Refused with bf16 on torch "
+        "2.14 (an inductor bug)."))
     _instance: "DagsterInstance | None" = PrivateAttr(default=None)
     _owner: str = PrivateAttr(default="")
     _log: "Callable[[str], None]" = PrivateAttr(default=print)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """Checks the device when a run's labelling step starts, before reading any image or weight: a run
-        that asked for ``cuda`` on a machine without one fails here in seconds, saying how to fix it. Also
+        that asked for ``cuda`` on a machine without one fails here in seconds, saying how to fix it (as does
+        ``compile`` with bf16 on a torch known to break it). Also
         remembers the instance (the ``gpu`` pool is sized through it) and the run (named in the device lease)."""
-        from samantics_dagster.core.label.model import check_device
+        from samantics_dagster.core.label.model import check_compile, check_device, resolve_dtype
         from samantics_dagster.core.settings import read_settings
 
         self._instance = context.instance
@@ -50,6 +54,8 @@ class Sam3Resource(ConfigurableResource):
         if read_settings().ray_address:
             return  # the Ray actors hold the GPUs (one each, by Ray's accounting): this process needs none
         picked = check_device(self.device)
+        if self.compile:
+            check_compile(picked, resolve_dtype(self.dtype, picked))
         if self.device == "auto" and picked.type == "cpu" and context.log is not None:
             context.log.warning("sam3 device 'auto': no CUDA device visible, labelling on the CPU (slow). "
                                 "Production deployments set SAMANTICS_DEVICE=cuda so this fails instead.")
@@ -73,11 +79,9 @@ class Sam3Resource(ConfigurableResource):
 
         return resolve_model_dir(Path(self.model_cache), self.repo_id)
 
-    def after_part(self, parts_written: int) -> None:
-        """Called once each finished batch is on disk (``label_partition``'s ``after_part``); nothing here.
-        The kill test's resource (``tests/label_kill_defs.py``) blocks in it to die at a known batch."""
-
-    def load(self) -> "LoadedSam3":
+    def load(self, compile_cache: Path | None = None) -> "LoadedSam3":
+        """The process's model (loaded on first use). ``compile_cache``: where ``compile`` keeps its kernels
+        (the dataset's ``.cache/torchinductor``, the folder every run container can write)."""
         from samantics_dagster.core.label.model import load_sam3
 
         model_dir = self.model_dir()
@@ -88,5 +92,6 @@ class Sam3Resource(ConfigurableResource):
                 from transformers.utils import logging as hf_logging
 
                 hf_logging.disable_progress_bar()  # a tqdm bar per load clutters Dagster's captured stderr
-                _LOADED[key] = load_sam3(model_dir, device=device, dtype=self.dtype, compile=self.compile)
+                _LOADED[key] = load_sam3(model_dir, device=device, dtype=self.dtype, compile=self.compile,
+                                         compile_cache=compile_cache)
             return _LOADED[key]
