@@ -15,6 +15,8 @@ from dagster import DagsterInstance, build_sensor_context, materialize
 from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.dataset.tables import write_table
+from samantics_dagster.core.label.candidates import shown_table
+from samantics_dagster.core.label.taxonomy import dataset_selection
 from samantics_dagster.core.review.client import LabelStudioClient, LabelStudioUnreachable
 from samantics_dagster.core.review.loop import ensure_project, send_frames
 from samantics_dagster.core.review.triage import triage_frames
@@ -121,7 +123,8 @@ def test_round_trip_sent_completed_pulled_curated_and_exported(review):
     ls_tasks = server.api("GET", "/api/tasks/", params={"project": project, "page_size": 100, "fields": "all"}).json()["tasks"]
     assert sorted(t["id"] for t in ls_tasks) == sorted(tasks["task_id"])
     # the image is served by Label Studio's local-files storage from the image store
-    labels = pd.read_parquet(layout.table("sam3_labels", category)).set_index("dhash")
+    # sam3_labels holds candidates; the tasks show what passes today's thresholds
+    labels = shown_table(pd.read_parquet(layout.table("sam3_labels", category)), dataset_selection(layout)).set_index("dhash")
     full = [server.api("GET", f"/api/tasks/{t['id']}/").json() for t in ls_tasks]
     rich = [t for t in full if labels.loc[t["data"]["dhash"], "n_instances"] >= 2]
     assert rich, "no sent frame has two instances to edit"
@@ -214,7 +217,8 @@ def test_several_people_agreement_consensus_and_low_agreement_sent_back(review):
     assert server.api("GET", f"/api/projects/{project}/").json()["maximum_annotations"] == 1  # the non-audit share
     live = {t["id"]: t for t in server.api("GET", "/api/tasks/", params={"project": project, "page_size": 100}).json()["tasks"]}
     assert {live[int(t)]["overlap"] for t in tasks["task_id"]} == {2}
-    labels = pd.read_parquet(layout.table("sam3_labels", category)).set_index("dhash")
+    # sam3_labels holds candidates; the tasks show what passes today's thresholds
+    labels = shown_table(pd.read_parquet(layout.table("sam3_labels", category)), dataset_selection(layout)).set_index("dhash")
     full = [server.api("GET", f"/api/tasks/{int(t)}/").json() for t in tasks["task_id"]]
     rich = [t for t in full if labels.loc[t["data"]["dhash"], "n_instances"] >= 1][:2]
     assert len(rich) == 2, "two sent frames with SAM3 instances are needed"
@@ -281,10 +285,11 @@ def test_label_studio_stopped_mid_send_is_a_clear_error_and_the_next_run_resumes
     """Last in the module: it stops the session's Label Studio and starts it again."""
     dataset, category, instance, ls, server = review
     layout = DatasetLayout(dataset)
-    labels = pd.read_parquet(layout.table("sam3_labels", category))
+    selection = dataset_selection(layout)
+    labels = shown_table(pd.read_parquet(layout.table("sam3_labels", category)), selection)  # as review_tasks sends
     spec = json.loads(layout.spec.read_text())
     names = {c["id"]: c["name"] for c in spec["categories"]}
-    chosen = triage_frames(labels, ReviewTasksConfig(**SEND_ALL).settings(load_spec(layout.spec)))[:4]
+    chosen = triage_frames(labels, ReviewTasksConfig(**SEND_ALL).settings(load_spec(layout.spec), selection))[:4]
     path = layout.table("review_tasks", category)
     writes = []
 
