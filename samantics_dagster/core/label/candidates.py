@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from samantics_dagster.core.dataset.schema import LabelStatus
 from samantics_dagster.core.label.masks import (
     Instance,
     RelationRule,
@@ -123,7 +124,7 @@ def shown_table(labels: pd.DataFrame, selection: Selection) -> pd.DataFrame:
     read this view and stay unaware of candidates.
     """
     out = labels.copy()
-    done = out["status"] == "done"
+    done = out["status"] == LabelStatus.DONE
     shown = [json.dumps(select_records(json.loads(t), selection)) for t in out.loc[done, "instances"]]
     out.loc[done, "instances"] = shown
     out.loc[done, "n_instances"] = [len(json.loads(s)) for s in shown]

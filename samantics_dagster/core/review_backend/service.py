@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import partial
 from pathlib import Path
 
@@ -51,9 +52,17 @@ class BackendSettings:
     label_studio_api_key: str = ""
 
 
+class ModelState(StrEnum):
+    """Where the tracker's background load stands (what ``/health`` reports as ``model``)."""
+
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
 @dataclass
 class _State:
-    status: str = "loading"  # loading, ready, failed
+    status: ModelState = ModelState.LOADING
     error: str = ""
     started: float = field(default_factory=time.monotonic)
     loaded_s: float | None = None
@@ -82,19 +91,19 @@ class MLBackend:
             tracker = self._load()
         except Exception as exc:  # any failure is reported by /health and /predict, never a dead server
             self._state.error = f"{type(exc).__name__}: {exc}"
-            self._state.status = "failed"
+            self._state.status = ModelState.FAILED
             return
         self._state.segmenter = ClickSegmenter(tracker, self.cache)
         self._state.version = f"sam3-tracker-{tracker.fingerprint[:12]}"
         self._state.loaded_s = round(time.monotonic() - self._state.started, 2)
-        self._state.status = "ready"
+        self._state.status = ModelState.READY
 
     def _segmenter(self) -> ClickSegmenter:
         s = self._state
-        if s.status == "loading":
+        if s.status == ModelState.LOADING:
             raise BackendError(503, f"loading: the SAM3 tracker is still loading ({time.monotonic() - s.started:.0f} s "
                                     "so far); click again in a moment")
-        if s.status == "failed" or s.segmenter is None:
+        if s.status == ModelState.FAILED or s.segmenter is None:
             raise BackendError(503, f"the SAM3 tracker failed to load: {s.error}")
         return s.segmenter
 
@@ -124,7 +133,7 @@ class MLBackend:
                 polygon_target(str(body["schema"]))
             except PromptError as exc:
                 raise BackendError(422, str(exc)) from None
-        if self._state.status == "failed":
+        if self._state.status == ModelState.FAILED:
             raise BackendError(503, f"the SAM3 tracker failed to load: {self._state.error}")
         return {"model_version": self._state.version or "sam3-tracker (loading)"}
 
