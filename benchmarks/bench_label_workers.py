@@ -123,7 +123,7 @@ def main() -> None:
                 if loaded[threads] is None:
                     loaded[threads] = load_sam3(model_dir, device="cuda" if args.full else "cpu")  # type: ignore[assignment]
                 m = loaded[threads]
-                labeler = settings.labeler(m.fingerprint, QUERIES)  # type: ignore[union-attr]
+                labeler = settings.labeler(m.fingerprint, QUERIES, m.precision)  # type: ignore[union-attr]
                 segment = make_segmenter(m, QUERIES, SPEC, settings)  # type: ignore[arg-type]
                 root, table = fresh(tmp, tmp / "images", "inproc")
                 res = label_partition(accepted, ImageStore(root), segment, labeler, table_path=table,
