@@ -33,6 +33,10 @@ class CountingLoads:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from transformers import Sam3Model
 
+        import samantics_dagster.defs.resources.sam3 as sam3_resource
+
+        # the resource keeps one loaded model per process: start this test without the ones earlier tests loaded
+        monkeypatch.setattr(sam3_resource, "_LOADED", {})
         self.calls = 0
         original = Sam3Model.from_pretrained.__func__  # type: ignore[attr-defined]
 

@@ -66,6 +66,19 @@ def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
         raise
 
 
+def remove_stale_temps(folder: Path, name: str = "*") -> int:
+    """Remove the temp files ``atomic_path`` left in ``folder`` for files named ``name`` (a glob) when their
+    writer was killed outright (SIGKILL between ``mkstemp`` and the rename: no ``finally`` runs).
+
+    Only safe while holding the lock that every writer of those files takes, so no live writer's temp file is
+    removed. Returns how many were removed."""
+    removed = 0
+    for tmp in Path(folder).glob(f".{name}-*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Replace ``path`` with what ``write`` writes to a binary file object, fsynced before the rename."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:

@@ -138,13 +138,18 @@ class DatasetLayout:
     def claims(self, category: str) -> Path:
         return self.index / "claims" / f"{category}.tsv"
 
+    @property
+    def labels_segments(self) -> Path:
+        """The folder of labels.jsonl's per-category segments and their sidecar keys."""
+        return self.index / "labels"
+
     def labels_segment(self, category: str) -> Path:
         """One category's share of labels.jsonl (the file is these segments concatenated in category order)."""
-        return self.index / "labels" / f"{category}.jsonl"
+        return self.labels_segments / f"{category}.jsonl"
 
     def labels_segment_key(self, category: str) -> Path:
         """The sam3_labels table fingerprint (size, mtime_ns) its segment was built from."""
-        return self.index / "labels" / f"{category}.key.json"
+        return self.labels_segments / f"{category}.key.json"
 
     @property
     def labels_jsonl_key(self) -> Path:
@@ -152,7 +157,7 @@ class DatasetLayout:
         return self.index / "labels.jsonl.key.json"
 
     def labels_segment_categories(self) -> list[str]:
-        folder = self.index / "labels"
+        folder = self.labels_segments
         return sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
 
     @property

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
-from samantics_dagster.core.dataset.atomic import write_atomic, write_text_atomic
+from samantics_dagster.core.dataset.atomic import remove_stale_temps, write_atomic, write_text_atomic
 from samantics_dagster.core.dataset.fingerprint import file_fingerprint
 from samantics_dagster.core.dataset.layout import DatasetLayout
 from samantics_dagster.core.dataset.schema import TableName
@@ -37,6 +37,7 @@ class SegmentsResult:
     records: int = 0
     rebuilt: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    stale_temps: int = 0  # temp files a killed rebuild left, removed first
     written: bool = False  # labels.jsonl rewritten by this call
     current: bool = False  # labels.jsonl holds exactly today's segments
 
@@ -91,8 +92,15 @@ def labels_jsonl_current(layout: DatasetLayout) -> bool:
 
 def write_labels_jsonl(layout: DatasetLayout, due: Callable[[int], bool] = lambda records: True,
                        selection: Selection | None = None) -> SegmentsResult:
-    """Refresh the segments, then, if ``due(records)``, replace labels.jsonl with them in category order."""
+    """Refresh the segments, then, if ``due(records)``, replace labels.jsonl with them in category order.
+
+    The caller holds the ``labels.jsonl`` dataset lock (every writer of the segments and the file does), so the
+    temp files a killed rebuild left are removed first."""
+    stale = remove_stale_temps(layout.labels_segments)
+    stale += remove_stale_temps(layout.labels_jsonl.parent, layout.labels_jsonl.name)
+    stale += remove_stale_temps(layout.labels_jsonl_key.parent, layout.labels_jsonl_key.name)
     result = refresh_segments(layout, selection)
+    result.stale_temps = stale
     categories = layout.labels_segment_categories()
     result.records = sum(int((_key(layout, c) or {}).get("records", 0)) for c in categories)
     if not due(result.records):

@@ -24,6 +24,8 @@ def labels_jsonl(context: AssetExecutionContext, config: ExportConfig, dataset: 
         # only the categories whose table changed are re-read; the file is their segments concatenated,
         # rewritten while the dataset is small and by the full export above SAMANTICS_SINGLE_FILES_MAX_IMAGES
         result = write_labels_jsonl(dataset.layout, due=config.due)
+    if result.stale_temps:
+        context.log.info(f"removed {result.stale_temps} temp file(s) a killed labels.jsonl rebuild left")
     state = "rewritten" if result.written else ("current" if result.current else "stale")
     context.log.info(f"labels.jsonl: {result.records} records, {state}; segments rebuilt for {result.rebuilt or 'none'}"
                      + ("" if result.written else f" (above {config.limit} records the full export rewrites it)"))

@@ -3,6 +3,9 @@ sticky splits from the split index, the near-duplicate audit of one partition ag
 
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 
@@ -56,6 +59,33 @@ def test_labels_jsonl_from_segments_equals_the_full_rebuild_and_rebuilds_only_wh
     assert write_labels_jsonl(layout).rebuilt == ["cars", "dogs"]
     assert layout.labels_jsonl.read_bytes() == _old_labels_jsonl(layout, tmp_path / "old.jsonl")
     assert len(layout.labels_jsonl.read_bytes()) < len(before)
+
+
+def _killed_mid_write(path):
+    """A real writer SIGKILLed inside ``atomic_path``: its temp file stays, as after a chaos kill."""
+    code = ("import os, signal, sys; from pathlib import Path; from samantics_dagster.core.dataset.atomic import atomic_path\n"
+            "with atomic_path(Path(sys.argv[1])) as tmp:\n    tmp.write_text('half')\n"
+            f"    os.kill(os.getpid(), {int(signal.SIGKILL)})\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def test_labels_jsonl_rebuild_removes_the_temp_files_a_killed_rebuild_left(tmp_path):
+    rng = np.random.default_rng(1)
+    layout = DatasetLayout(tmp_path)
+    write_demo_spec(tmp_path)
+    write_table(_labels(rng, 5), layout.table(TableName.SAM3_LABELS, "cars"))
+    write_labels_jsonl(layout)
+    for path in (layout.labels_segment("cars"), layout.labels_jsonl, layout.labels_jsonl_key):
+        _killed_mid_write(path)
+    other = tmp_path / ".coco-split.json-abc.tmp"  # another writer's temp in the same folder: not ours to remove
+    other.write_text("live")
+    left = sorted(p.name for p in tmp_path.rglob(".*.tmp"))
+    assert len(left) == 4, left
+    result = write_labels_jsonl(layout)
+    assert result.stale_temps == 3
+    assert sorted(p.name for p in tmp_path.rglob(".*.tmp")) == [other.name]
+    assert layout.labels_jsonl.read_bytes() == _old_labels_jsonl(layout, tmp_path / "old.jsonl")
 
 
 def _curated(rng, category, videos):
