@@ -2,6 +2,7 @@
 project cites a folder outside the repository or a tracker's issue numbers."""
 
 import re
+import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,17 +34,24 @@ OUTSIDE = re.compile(r"\.\./shared|/work/shared|\bshared/(?:DESIGN|notes)", re.I
 TRACKER = re.compile(r"\bissues?\s*#?\d+|\b(?:this|from the|before the) issue\b|(?<![\w/.-])#\d+\b", re.IGNORECASE)
 
 
+def _clone_files() -> list[Path]:
+    """The files a clone holds (tracked, or new and not ignored): not what tests and runs leave in ignored
+    folders (tests/artifacts' HTML snapshots of the UI, venvs, caches)."""
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard",
+                             "--", *STANDALONE], capture_output=True, text=True, check=True).stdout
+    return sorted(REPO / name for name in listed.split("\0") if name)
+
+
 def _project_text_files() -> list[Path]:
     files = []
-    for entry in STANDALONE:
-        path = REPO / entry
-        for p in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if p.is_file() and p.resolve() != Path(__file__).resolve() and "__pycache__" not in p.parts:
-                try:
-                    p.read_text(encoding="utf-8")
-                except (UnicodeDecodeError, OSError):
-                    continue  # images, wheels: not text
-                files.append(p)
+    for p in _clone_files():
+        if not p.is_file() or p.resolve() == Path(__file__).resolve():
+            continue
+        try:
+            p.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # images, wheels: not text
+        files.append(p)
     return files
 
 
