@@ -183,7 +183,6 @@ def sam3_labels(
             f"({', '.join(f'{p}: {n}' for p, n in result.precisions.items())}); this run's is {loaded.precision}. "
             "Run sam3_labels with `relabel: other_precision` to label the others again at this one.")
     failed = table[table.status == LabelStatus.FAILED]
-    by_name = {str(c.id): c.name for c in spec.categories}
     device = loaded.device
     gpu = "cpu"
     if device.type == "cuda":
@@ -193,16 +192,8 @@ def sam3_labels(
     return MaterializeResult(
         check_results=[failure_share_check(result, labeler, config.max_failed_share)],
         metadata={
-            **table_metadata(TableName.SAM3_LABELS, table),
-            "previews": MetadataValue.md(_previews(table, dataset, {c.id: c.name for c in spec.categories}, selection)),
+            **_run_metadata(result, dataset, spec, selection),
             "candidate_floor": settings.candidate_floor,
-            "done": int((table.status == LabelStatus.DONE).sum()),
-            "failed": len(failed),
-            "labelled_this_run": result.labelled,
-            "reused": result.reused,
-            "candidates": int(table["n_instances"].fillna(0).sum()),
-            "candidates_per_class": MetadataValue.json({by_name.get(k, k): v for k, v in result.instances_per_class.items()}),
-            "images_per_s": round(result.labelled / result.seconds, 2) if result.seconds > 0 else 0.0,
             "postprocess_s": round(result.post_seconds, 2),
             "postprocess_not_hidden_s": round(result.post_wait_seconds, 2),
             "stage_seconds": MetadataValue.json({k: round(v, 2) for k, v in result.stage_seconds.items()}),
@@ -245,19 +236,10 @@ def _label_on_ray(context: AssetExecutionContext, config: LabelConfig, dataset: 
         context.log.warning(warning)
     table = result.table
     failed = table[table.status == LabelStatus.FAILED]
-    by_name = {str(c.id): c.name for c in spec.categories}
     return MaterializeResult(
         check_results=[failure_share_check(result, result.labeler, config.max_failed_share)],
         metadata={
-            **table_metadata(TableName.SAM3_LABELS, table),
-            "previews": MetadataValue.md(_previews(table, dataset, {c.id: c.name for c in spec.categories}, selection)),
-            "done": int((table.status == LabelStatus.DONE).sum()),
-            "failed": len(failed),
-            "labelled_this_run": result.labelled,
-            "reused": result.reused,
-            "candidates": int(table["n_instances"].fillna(0).sum()),
-            "candidates_per_class": MetadataValue.json({by_name.get(k, k): v for k, v in result.instances_per_class.items()}),
-            "images_per_s": round(result.labelled / result.seconds, 2) if result.seconds > 0 else 0.0,
+            **_run_metadata(result, dataset, spec, selection),
             "ray_actors": MetadataValue.json(result.actors),
             "slowest_actor": result.slowest_actor or "-",
             "ray_start_s": round(result.start_seconds, 2),
@@ -269,6 +251,25 @@ def _label_on_ray(context: AssetExecutionContext, config: LabelConfig, dataset: 
             "failures": md_table(failed[["dhash", "rel_path", "error"]]),
         },
     )
+
+
+def _run_metadata(result: "LabelResult | RayLabelResult", dataset: DatasetResource, spec: Spec,
+                  selection: Selection) -> dict[str, Any]:
+    """What both paths (in-process, Ray) report of the table and the run: the table's schema and size, previews,
+    counts, candidates per class and the rate. Each path adds its own (device and stages, or actors)."""
+    table = result.table
+    by_name = {str(c.id): c.name for c in spec.categories}
+    return {
+        **table_metadata(TableName.SAM3_LABELS, table),
+        "previews": MetadataValue.md(_previews(table, dataset, {c.id: c.name for c in spec.categories}, selection)),
+        "done": int((table.status == LabelStatus.DONE).sum()),
+        "failed": int((table.status == LabelStatus.FAILED).sum()),
+        "labelled_this_run": result.labelled,
+        "reused": result.reused,
+        "candidates": int(table["n_instances"].fillna(0).sum()),
+        "candidates_per_class": MetadataValue.json({by_name.get(k, k): v for k, v in result.instances_per_class.items()}),
+        "images_per_s": round(result.labelled / result.seconds, 2) if result.seconds > 0 else 0.0,
+    }
 
 
 def failure_share_check(result: "LabelResult | RayLabelResult", labeler: str, bound: float) -> AssetCheckResult:
