@@ -49,21 +49,28 @@ class RunLease:
             self._fd = -1
 
 
-def hold_lease(dataset_dir: Path, run_id: str) -> RunLease | None:
-    """Take the run's lease for this process; ``None`` if this run's lease is already held (another step
-    process of the same run holds it, which says just as well that the run lives)."""
-    path = lease_path(dataset_dir, run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def try_flock(path: Path, record: dict, mode: int = 0o644) -> int | None:
+    """Open ``path`` and take its exclusive ``flock`` without waiting, then write ``record`` (JSON: who holds it)
+    into it; the open fd, which holds the lock until it is closed or the process dies, or ``None`` if another
+    process holds it. The one way the run leases and the device leases are taken."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
-    record = json.dumps({"run_id": run_id, "host": this_host(), "pid": os.getpid(), "started": time.time()})
     os.ftruncate(fd, 0)
-    os.pwrite(fd, record.encode(), 0)
-    return RunLease(path, fd)
+    os.pwrite(fd, json.dumps(record).encode(), 0)
+    return fd
+
+
+def hold_lease(dataset_dir: Path, run_id: str) -> RunLease | None:
+    """Take the run's lease for this process; ``None`` if this run's lease is already held (another step
+    process of the same run holds it, which says just as well that the run lives)."""
+    path = lease_path(dataset_dir, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = try_flock(path, {"run_id": run_id, "host": this_host(), "pid": os.getpid(), "started": time.time()})
+    return None if fd is None else RunLease(path, fd)
 
 
 def lease_state(dataset_dir: Path, run_id: str) -> str:

@@ -18,7 +18,6 @@ No Dagster here; ``defs/resources/sam3.py`` takes the lease when a run loads its
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -27,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from samantics_dagster.core.health.liveness import try_flock
 from samantics_dagster.core.settings import Env, Settings, read_settings
 
 _POLL_S = 2.0
@@ -104,17 +104,9 @@ class DeviceLease:
 
 def _try(lease_dir: Path, slot: DeviceSlot, owner: str) -> DeviceLease | None:
     path = lease_dir / f"{_safe(slot.key)}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    record = json.dumps({"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
-                         "device": slot.device})
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, record.encode(), 0)
-    return DeviceLease(slot, path, fd)
+    fd = try_flock(path, {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
+                          "device": slot.device}, mode=0o666)
+    return None if fd is None else DeviceLease(slot, path, fd)
 
 
 def holder(lease_dir: Path, slot: DeviceSlot) -> str:
