@@ -73,6 +73,16 @@ def test_batched_encode_equals_per_mask_encode():
     assert encode_masks(list(masks)) == batched  # a list encodes like an array
 
 
+def test_every_memory_layout_encodes_like_pycocotools_per_mask():
+    # row-major bool (the CPU path), column-major bool (from CUDA), uint8 0/255, a list; across a chunk boundary
+    masks = random_masks(37, seed=4)
+    want = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))["counts"].decode("ascii") for m in masks]
+    column_major = np.ascontiguousarray(masks.transpose(0, 2, 1)).transpose(0, 2, 1)
+    assert not column_major.flags.c_contiguous and np.moveaxis(column_major, 0, -1).flags.f_contiguous
+    for layout in (masks, column_major, masks.astype(np.uint8) * 255, list(masks), [m.astype(np.uint8) for m in masks]):
+        assert [r["counts"] for r in encode_masks(layout)] == want
+
+
 def test_encode_non_square_orientation():
     # a C-ordered, non-square mask must not come back transposed
     m = rect(0, 3, 0, 70)
