@@ -73,6 +73,8 @@ class ShareStats:
     load: float = 0.0
     device_s: float = 0.0
     post: float = 0.0
+    rows: list[dict] = field(default_factory=list)  # the rows this attempt wrote (also in its parts)
+    resumed: int = 0  # images an earlier attempt of this share (a worker that died) had written already
 
 
 @dataclass
@@ -146,9 +148,10 @@ class ShareLabeller:
         batch = self.settings.image_batch
         stages = BatchStages(self.store, self.segment, self.labeler, Path(parts_dir), post_workers=post_workers,
                              total=len(todo), part_tag=tag)
-        stages.run([todo[i:i + batch] for i in range(0, len(todo), batch)])
+        rows = stages.run([todo[i:i + batch] for i in range(0, len(todo), batch)])
         t = stages.times
-        return ShareStats(self.name, self.device, len(records), time.perf_counter() - start, t.load, t.device, t.post)
+        return ShareStats(self.name, self.device, len(records), time.perf_counter() - start, t.load, t.device, t.post,
+                          rows=rows, resumed=len(records) - len(todo))
 
 
 def free_workers(gpu: bool, cpus_per_actor: float = 1.0) -> int:
@@ -246,7 +249,7 @@ def label_partition_ray(
         for actor in actors:  # the GPUs go back to the cluster now, not when the driver disconnects
             ray.kill(actor)
 
-    new_rows, twice = _rows_of(parts_dir, todo)
+    new_rows, twice = _rows_of(parts_dir, todo, stats)
     table = merge_parts(keep, new_rows, table_path, parts_dir)
     per_actor: dict[str, dict[str, Any]] = {}
     for s in stats:
@@ -285,9 +288,17 @@ def _started(actors: list[Any], timeout_s: float, log: Callable[[str], None]) ->
     return kept
 
 
-def _rows_of(parts_dir: Path, todo: list[dict]) -> tuple[list[dict], int]:
-    """This run's rows for ``todo`` from the parts, in ``todo``'s order (the order the in-process path writes
-    them), and how many images were labelled more than once (a worker died with them in flight)."""
+def _rows_of(parts_dir: Path, todo: list[dict], stats: list[ShareStats]) -> tuple[list[dict], int]:
+    """This run's rows for ``todo``, in ``todo``'s order (the order the in-process path writes them), and how many
+    images were labelled more than once (a worker died with them in flight).
+
+    The rows come back with the shares; only when a share was resumed (its first attempt's worker died after
+    writing some parts) are they read from the parts, where the dead attempt's rows are.
+    """
+    if all(s.resumed == 0 for s in stats):
+        returned = {r["dhash"]: r for s in stats for r in s.rows}
+        if all(r["dhash"] in returned for r in todo):
+            return [returned[r["dhash"]] for r in todo], 0
     wanted = {r["dhash"] for r in todo}
     latest: dict[str, dict] = {}
     seen: Counter[str] = Counter()
