@@ -394,3 +394,61 @@ def test_two_dark_near_uniform_frames_are_other_scenes(dirs):
         _write(workdir, f"vm/street/d{k}_1000.jpg", _noisy(dark, 50 + k))
     status = _status(_run(workdir, dataset, "street").table)
     assert all(s[0] == "accepted" for s in status.values()), status
+
+
+# ------------------------------------------------------------ one dhash, two scenes (the store key)
+
+
+def _lit_wall(rgb: tuple[int, int, int], gain: float = 1.0) -> Image.Image:
+    """An evenly lit wall darkening towards the floor and ceiling: every row is flat, so every horizontal cell
+    difference is zero and the dhash is 0000000000000000 whatever the wall's colour."""
+    import numpy as np
+
+    y = np.linspace(-1, 1, H, dtype=np.float32)[:, None, None]
+    arr = np.asarray(rgb, np.float32) * gain * (1 - 0.15 * y**2) * np.ones((1, W, 3), np.float32)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def _stored_rows(table: pd.DataFrame, workdir: Path, dataset: Path) -> dict[str, str]:
+    """rel_path -> store key of every accepted row, asserting its own bytes are stored under that key."""
+    out = {}
+    for row in table[table.status == "accepted"].itertuples():
+        path = dataset / "images" / f"{row.dhash}.jpg"
+        assert path.is_file(), f"{row.rel_path}: no stored file {path.name}"
+        assert path.read_bytes() == (workdir / row.rel_path).read_bytes(), f"{row.rel_path}: {path.name} holds another frame"
+        out[row.rel_path] = row.dhash
+    return out
+
+
+def test_two_scenes_with_one_dhash_are_each_stored_under_a_key_of_their_own(dirs):
+    """Two walls of other colours share a dhash (0000000000000000): both are accepted, and the second must not
+    be silently dropped by the store (which never overwrites a name). It gets the nearest free key, and later
+    copies of either wall, in another run, are judged duplicates of their own wall's stored frame."""
+    from samantics_dagster.core.dedupe.imaging import frame_signature
+
+    workdir, dataset = dirs
+    red, blue = _lit_wall((150, 110, 100)), _lit_wall((100, 120, 160))
+    assert frame_signature(jpeg_bytes(red)).dhash == frame_signature(jpeg_bytes(blue)).dhash == 0
+    _write(workdir, "yt/gym/wall1_1000.jpg", red)
+    _write(workdir, "yt/gym/wall2_1000.jpg", blue)
+    gym = _run(workdir, dataset, "gym").table
+    assert set(_status(gym).values()) == {("accepted", None)}, gym[["rel_path", "reason", "detail"]]
+    keys = _stored_rows(gym, workdir, dataset)
+    assert len(set(keys.values())) == 2 and keys["yt/gym/wall1_1000.jpg"] == "0" * 16  # first come keeps its hash
+    blue_key = keys["yt/gym/wall2_1000.jpg"]
+    assert bin(int(blue_key, 16)).count("1") == 1  # the nearest free code: one bit from its dhash
+    blue_row = gym.set_index("rel_path").loc["yt/gym/wall2_1000.jpg"]
+    assert "0000000000000000" in blue_row.detail and blue_key in blue_row.detail
+
+    # Later copies (another video, another category, re-encoded a little brighter) find their own wall.
+    _write(workdir, "vm/street/b2_1000.jpg", _lit_wall((100, 120, 160), 1.03), 85)
+    _write(workdir, "vm/street/r2_1000.jpg", _lit_wall((150, 110, 100), 1.03), 85)
+    street = _run(workdir, dataset, "street").table.set_index("rel_path")
+    assert (street.loc["vm/street/b2_1000.jpg", "status"], street.loc["vm/street/b2_1000.jpg", "dup_of"]) == ("rejected", blue_key)
+    assert (street.loc["vm/street/r2_1000.jpg", "status"], street.loc["vm/street/r2_1000.jpg", "dup_of"]) == ("rejected", "0" * 16)
+    assert len(list((dataset / "images").glob("*.jpg"))) == 2
+
+    # Deciding the partition again (changed settings) finds each wall's own stored copy: no third file.
+    again = _run(workdir, dataset, "gym", settings=DedupeSettings(orb_window=4), previous=gym).table
+    assert _stored_rows(again, workdir, dataset) == keys
+    assert len(list((dataset / "images").glob("*.jpg"))) == 2

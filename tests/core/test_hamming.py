@@ -217,3 +217,21 @@ def test_planted_codes_have_near_duplicates() -> None:
     near = len(pairs_within(codes, 8))
     assert 250 * 190 * 0.5 < near < 250 * 190 * 1.1
     assert len(pairs_within(planted_codes(10_000, 18, clustered_fraction=0.0), 8)) < 10
+
+
+@pytest.mark.parametrize("n", [300, 20_000])  # numpy, then faiss
+def test_nearest_k_within_lists_the_k_nearest_in_order(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = planted_codes(n, 17)
+    base[n // 2 : n // 2 + 5] = base[3]  # exact ties: lowest positions first
+    queries = np.concatenate([base[[3, 7]], planted_codes(40, 18), base[:20] ^ U64(0b101)])
+    monkeypatch.setattr(HammingIndex, "_FAISS_BATCH", 16)
+    index = HammingIndex(base)
+    for radius, k in ((0, 3), (4, 2), (9, 5)):
+        pos, dist = index.nearest_k_within(queries, radius, k)
+        d = np.bitwise_count(queries[:, None] ^ base[None, :]).astype(np.int64)
+        for i in range(queries.size):
+            order = np.lexsort((np.arange(n), d[i]))[:k]
+            order = order[d[i][order] <= radius]
+            assert pos[i].tolist() == order.tolist() + [-1] * (k - order.size)
+            assert dist[i].tolist() == d[i][order].tolist() + [-1] * (k - order.size)
+        assert pos[0].tolist()[:3] == [3, n // 2, n // 2 + 1][: min(k, 3)]

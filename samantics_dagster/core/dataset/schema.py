@@ -160,10 +160,12 @@ DEDUPED_IMAGES = TableSchema(TableName.DEDUPED_IMAGES, _cols(
     ("reason", _S, "exact | dhash | orb | decode_error | unparsed (rejected rows)"),
     ("dup_of", _S, "rel_path or dhash of the frame this one duplicates"),
     ("detail", _S, "distances behind the decision, or the error and its fix"),
-    ("dhash", _S, "64-bit difference hash, 16 hex chars: the name in images/"),
+    ("dhash", _S, "64-bit difference hash, 16 hex chars: the name in images/ (where another scene's image "
+                  "had that name, the nearest free code: detail says so)"),
     ("width", _I, "pixels"),
     ("height", _I, "pixels"),
-    ("dhash_threshold", _I, "the threshold this frame was judged with; -1: low structure, its hash alone never decides"),
+    ("dhash_threshold", _I, "the threshold this frame was judged with; -1: low structure (or a hash another scene "
+                            "shares), its hash alone never decides"),
     ("settings", _S, "fingerprint of the dedupe settings (imported:... for legacy rows)"),
 ), key="rel_path")
 

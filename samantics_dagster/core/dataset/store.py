@@ -4,6 +4,11 @@ The store doubles as the global dedupe index: the names of its files *are* the a
 there is no second record to fall out of step with it. Writes are link-based (write a temp file, then
 ``os.link`` it to the final name), which is atomic and refuses to replace an existing file: a stored
 frame is never overwritten, even by a racing process.
+
+Two distinct scenes can share a dhash (evenly lit walls of other colours, smooth gradients: every row flat
+hashes 0000000000000000). A name is one image, so :meth:`ImageStore.store_frame` gives the second scene the
+nearest free code instead (:func:`codes_by_distance`: smallest Hamming distance first, a fixed order), which
+keeps it within a bit or two of its true hash, so the near-duplicate search still finds it there.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +39,28 @@ def dataset_lock(dataset_dir: Path, name: str) -> FileLock:
 
 
 _TMP_PREFIX = ".tmp-"  # a frame being copied in (never a store name: those are 16 hex digits)
+
+
+def codes_by_distance(dhash_hex: str) -> Iterator[str]:
+    """Every 64-bit code as 16 hex chars, by Hamming distance from ``dhash_hex`` (itself first), and within
+    one distance by the flipped bits' positions (lowest bits first, lexicographic): the order in which a frame
+    whose hash names another scene's image looks for a name of its own. Lazy: the first few are all it takes."""
+    code = int(dhash_hex, 16)
+    for r in range(65):
+        for bits in combinations(range(64), r):
+            flip = 0
+            for b in bits:
+                flip |= 1 << b
+            yield f"{code ^ flip:016x}"
+
+
+@dataclass(frozen=True)
+class StoredFrame:
+    """Where :meth:`ImageStore.store_frame` put a frame: its ``key`` (the name in ``images/``; its dhash unless
+    another scene's image holds that name) and whether this call wrote the file (False: those bytes were there already)."""
+
+    key: str
+    written: bool
 
 
 class ImageStore:
@@ -69,6 +98,42 @@ class ImageStore:
         except OSError as exc:  # ENOSPC, EIO: say which file and what to do; the temp file is already gone
             raise explain_write_error(exc, final) from exc
         return True
+
+    def holds(self, key: str, data: bytes) -> bool:
+        """Whether ``images/{key}.jpg`` holds exactly ``data`` (a size check first: most names differ there)."""
+        path = self.path_for(key)
+        try:
+            return path.stat().st_size == len(data) and path.read_bytes() == data
+        except FileNotFoundError:
+            return False
+
+    def store_frame(self, data: bytes, dhash_hex: str, *, before_write: Callable[[str], None] | None = None,
+                    reserved: Collection[str] = (), dry_run: bool = False) -> StoredFrame:
+        """Store an accepted frame's bytes under its dhash or, where that name holds another image, under the
+        nearest code (:func:`codes_by_distance`) that is free or already holds these very bytes (the frame's
+        own copy from an earlier run: deciding a frame again never stores it twice).
+
+        ``before_write(key)`` runs before a file is linked in (the claims journal must name it first);
+        ``reserved`` are names to treat as taken (a dry run's earlier frames, which were never written);
+        ``dry_run`` picks the name without writing. A racing writer that takes a name first (the link refuses
+        to replace it) only moves this frame on to the next one.
+        """
+        for key in codes_by_distance(dhash_hex):
+            if key in reserved:
+                continue
+            if self.path_for(key).exists():
+                if self.holds(key, data):
+                    return StoredFrame(key, False)
+                continue
+            if dry_run:
+                return StoredFrame(key, False)
+            if before_write is not None:
+                before_write(key)
+            if self.put_bytes(data, key):
+                return StoredFrame(key, True)
+            if self.holds(key, data):  # a racing writer stored these same bytes under this name
+                return StoredFrame(key, False)
+        raise AssertionError("unreachable: 2**64 names")  # pragma: no cover
 
     def _claims_path(self, category: str) -> Path:
         return self.layout.claims(category)

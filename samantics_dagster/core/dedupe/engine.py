@@ -54,6 +54,7 @@ class DedupeResult:
     reused: int             # rows kept from the previous table
     copied: int             # files written to the store
     seconds: float
+    rekeyed: int = 0        # accepted frames stored under a code other than their dhash (it named another scene)
 
 
 def _read_failure(row: dict) -> bool:
@@ -107,22 +108,22 @@ def dedupe_partition(
     fingerprint = settings.fingerprint() + ("+dry" if dry_run else "")
     category = str(frames["category"].iloc[0]) if len(frames) and "category" in frames else None
     plan = _plan_partition(frames, workdir, settings, previous, fingerprint, dry_run)
+    # Self-heal first: a kept frame's name must be taken again before a new frame could be given it.
+    copied = 0 if dry_run else _restore_missing(plan.kept, store, workdir)
     released = _released_hashes(plan.todo, previous, store, category)
     total = len(plan.todo)
     _hash_frames(plan.todo, workers, progress)
     matches = search_hashes(plan.todo, store, released, settings)
     decider = Decider(store, settings, matches, plan.kept, category=category, dry_run=dry_run, workers=workers)
     decider.run(plan.todo, progress)
-    copied = decider.copied
+    copied += decider.copied
     if progress and total:
         progress(2 * total, 2 * total)
-    if not dry_run:
-        copied += _restore_missing(plan.kept, store, workdir)
 
     rows = plan.kept + [f.row for f in plan.todo]
     table = to_table(rows)
     return DedupeResult(table, processed=len(plan.todo), reused=plan.reused, copied=copied,
-                        seconds=time.perf_counter() - start)
+                        seconds=time.perf_counter() - start, rekeyed=decider.rekeyed)
 
 
 @dataclass

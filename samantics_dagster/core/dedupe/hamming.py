@@ -310,10 +310,16 @@ class HammingIndex:
     def nearest_within(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
         """Per query: (position of the nearest code with distance <= radius, else -1; that distance,
         else -1). Ties go to the lowest position, so the answer does not depend on the search path."""
+        pos, dist = self.nearest_k_within(queries, radius, 1)
+        return pos[:, 0], dist[:, 0]
+
+    def nearest_k_within(self, queries: np.ndarray, radius: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per query, the ``k`` nearest codes within ``radius``, nearest first (ties: lowest position first):
+        positions and distances as ``(len(queries), k)`` arrays, padded with -1 where fewer are that close."""
         q = _as_codes(queries)
-        pos = np.full(q.size, -1, dtype=np.int64)
-        dist = np.full(q.size, -1, dtype=np.int64)
-        if q.size == 0 or self._codes.size == 0 or radius < 0:
+        pos = np.full((q.size, k), -1, dtype=np.int64)
+        dist = np.full((q.size, k), -1, dtype=np.int64)
+        if q.size == 0 or self._codes.size == 0 or radius < 0 or k < 1:
             return pos, dist
         if q.size * self._codes.size <= self._NUMPY_MAX:
             self._numpy_search(q, radius, pos, dist)
@@ -322,14 +328,20 @@ class HammingIndex:
         return pos, dist
 
     def _numpy_search(self, q: np.ndarray, radius: int, pos: np.ndarray, dist: np.ndarray) -> None:
-        step = max(1, _CHUNK // self._codes.size)
+        n, k = self._codes.size, pos.shape[1]
+        step = max(1, _CHUNK // n)
         for a in range(0, q.size, step):
-            d = np.bitwise_count(q[a : a + step, None] ^ self._codes[None, :])
-            best = d.argmin(axis=1)  # first minimum = lowest position among ties
-            bd = d[np.arange(best.size), best].astype(np.int64)
+            d = np.bitwise_count(q[a : a + step, None] ^ self._codes[None, :]).astype(np.int64)
+            if k == 1:
+                best = d.argmin(axis=1)[:, None]  # first minimum = lowest position among ties
+            else:  # distance, then position: one integer key per code, the k smallest in order
+                key = d * n + np.arange(n)
+                part = np.partition(key, k - 1, axis=1)[:, :k] if k < n else key
+                best = np.sort(part, axis=1) % n
+            bd = np.take_along_axis(d, best, axis=1)
             ok = bd <= radius
-            pos[a : a + step] = np.where(ok, best, -1)
-            dist[a : a + step] = np.where(ok, bd, -1)
+            pos[a : a + step, : best.shape[1]] = np.where(ok, best, -1)
+            dist[a : a + step, : best.shape[1]] = np.where(ok, bd, -1)
 
     def _faiss_search(self, q: np.ndarray, radius: int, pos: np.ndarray, dist: np.ndarray) -> None:
         faiss = _faiss()
@@ -339,14 +351,17 @@ class HammingIndex:
         if self._faiss_n < self._codes.size:
             index.add(self._codes[self._faiss_n :].view(np.uint8).reshape(-1, 8))
             self._faiss_n = self._codes.size
+        k = pos.shape[1]
         for a in range(0, q.size, self._FAISS_BATCH):  # batches bound the memory of the match lists
             batch = q[a : a + self._FAISS_BATCH]
             # faiss' binary range search keeps distances strictly below the radius: pass radius + 1.
             lims, d, ids = index.range_search(batch.view(np.uint8).reshape(-1, 8), int(radius) + 1)
             if ids.size == 0:
                 continue
-            qi = np.repeat(np.arange(batch.size), np.diff(lims.astype(np.int64)))
+            lims = lims.astype(np.int64)
+            qi = np.repeat(np.arange(batch.size), np.diff(lims))
             o = np.lexsort((ids, d, qi))  # per query: smallest distance, then lowest position
-            first = o[np.concatenate(([True], qi[o][1:] != qi[o][:-1]))]
-            pos[a + qi[first]] = ids[first]
-            dist[a + qi[first]] = d[first]
+            rank = np.arange(o.size) - lims[qi[o]]  # place within its query's run
+            keep = o[rank < k]
+            pos[a + qi[keep], rank[rank < k]] = ids[keep]
+            dist[a + qi[keep], rank[rank < k]] = d[keep]

@@ -35,7 +35,7 @@ from samantics_dagster.core.dedupe.signals import (
     phase_shift,
 )
 
-_MAX_VERIFY = 3  # hash candidates confirmed per frame, nearest first
+MAX_VERIFY = 3  # hash candidates confirmed per frame, nearest first
 _MAX_VERIFY_LOW = 8  # the same for a frame whose hash is noise (colour + phase correlation: ~0.2 ms each)
 
 
@@ -151,7 +151,7 @@ class Matcher:
         matches nearest first. Raises ``OSError``/``FrameDecodeError`` when the frame can't be read for ORB."""
         self.overruled = None
         low = sig.structure < self.signals.min_structure
-        top = candidates[:_MAX_VERIFY_LOW if low else _MAX_VERIFY]
+        top = candidates[:_MAX_VERIFY_LOW if low else MAX_VERIFY]
         for c in top:
             if c.distance is None or c.distance > hash_final or low:
                 break

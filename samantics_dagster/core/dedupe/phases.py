@@ -23,7 +23,7 @@ from samantics_dagster.core.dataset.schema import DedupeReason, DedupeStatus
 from samantics_dagster.core.dataset.store import ImageStore
 from samantics_dagster.core.dedupe.hamming import HammingIndex, pairs_within
 from samantics_dagster.core.dedupe.imaging import FrameDecodeError, frame_signature
-from samantics_dagster.core.dedupe.matcher import Candidate, Matcher
+from samantics_dagster.core.dedupe.matcher import MAX_VERIFY, Candidate, Matcher
 from samantics_dagster.core.dedupe.settings import DedupeSettings
 from samantics_dagster.core.dedupe.signals import Signature
 
@@ -113,8 +113,11 @@ def search_hashes(todo: list[Frame], store: ImageStore, released: set[str], sett
     codes = np.array([f.dhash for f in hashed], dtype=np.uint64)
     verify_radius = max(settings.dhash_verify_threshold, settings.dhash_threshold) if settings.use_orb \
         else settings.dhash_threshold
-    store_pos, store_dist = index.nearest_within(codes, verify_radius)
-    near_store = {id(f): [(store_hashes[p], int(d))] for f, p, d in zip(hashed, store_pos, store_dist) if p >= 0}
+    # The nearest few, not the nearest one: two scenes that share a hash are stored a bit or two apart (the
+    # store's nearest free code), and a later copy of the second must reach its own stored frame.
+    store_pos, store_dist = index.nearest_k_within(codes, verify_radius, MAX_VERIFY)
+    near_store = {id(f): [(store_hashes[p], int(d)) for p, d in zip(ps, ds) if p >= 0]
+                  for f, ps, ds in zip(hashed, store_pos, store_dist) if ps[0] >= 0}
     if settings.use_orb:
         _more_for_low_structure(hashed, codes, store_hashes, LOW_STRUCTURE_RADIUS, settings, near_store)
     position = {id(f): i for i, f in enumerate(hashed)}
@@ -176,6 +179,8 @@ class Decider:
                                             if isinstance(r.get("content_hash"), str)}
         self.accepted_new: dict[int, bool] = {}
         self.copied = 0
+        self.rekeyed = 0  # accepted frames stored under a code other than their dhash (it named another scene)
+        self.dry_keys: set[str] = set()  # names a dry run gave its accepted frames (never written)
         self._ahead = 0  # next frame to consider for prefetching
         self._ki = 0     # next kept accepted row to push into its window
 
@@ -221,7 +226,7 @@ class Decider:
             reason, dup_of, detail = verdict
             row.update(status=REJECTED, reason=reason, dup_of=dup_of, detail=detail)
             return
-        if not self.dry_run and not self._store(frame, digest):
+        if not self._store(frame, digest):
             return
         if self.matcher.overruled is not None and row["dhash_threshold"] >= 0:
             # A hash match this close was overruled (a small offset of textured content): the audits must
@@ -243,14 +248,30 @@ class Decider:
         return [c for _, c in scored]
 
     def _store(self, frame: Frame, digest: str) -> bool:
-        """Copy an accepted frame into the store; False (and the row rejected) if it changed since hashing."""
+        """Copy an accepted frame into the store (a dry run only picks its name); False (and the row rejected)
+        if it changed since hashing.
+
+        Its name is its dhash unless that names another scene's image (two scenes the signals tell apart can
+        share a hash): then the nearest free code, which the row's ``dhash`` records (every later stage finds
+        the image by it) and ``detail`` explains. Such a frame's hash demonstrably doesn't decide on its own,
+        so the audits skip it (threshold -1), as they skip a low-structure frame."""
+        row = frame.row
         data = read_if_unchanged(frame.path, digest)
         if data is None:
-            frame.row.update(status=REJECTED, reason=DedupeReason.DECODE_ERROR, detail=CHANGED)
+            row.update(status=REJECTED, reason=DedupeReason.DECODE_ERROR, detail=CHANGED)
             return False
-        if self.category is not None:
-            self.store.claim(self.category, frame.row["dhash"], frame.row["rel_path"])
-        self.copied += self.store.put_bytes(data, frame.row["dhash"])
+        category = self.category
+        claim = (lambda key: self.store.claim(category, key, row["rel_path"])) if category is not None else None
+        stored = self.store.store_frame(data, row["dhash"], before_write=claim, reserved=self.dry_keys,
+                                        dry_run=self.dry_run)
+        self.copied += stored.written
+        if self.dry_run:
+            self.dry_keys.add(stored.key)
+        if stored.key != row["dhash"]:
+            moved = (int(stored.key, 16) ^ int(row["dhash"], 16)).bit_count()
+            row.update(detail=f"stored as {stored.key}: its dhash {row['dhash']} names another scene's image "
+                              f"(hamming {moved})", dhash=stored.key, dhash_threshold=-1)
+            self.rekeyed += 1
         return True
 
 

@@ -96,6 +96,7 @@ def deduped_images(
             "decided": result.processed,
             "reused": result.reused,
             "copied": result.copied,
+            "stored_under_another_code": result.rekeyed,
             "frames_per_s": round(result.processed / result.seconds, 1) if result.seconds > 0 else 0.0,
             "store_files": len(store.hashes()),
             "store_bytes": store.total_bytes(),
