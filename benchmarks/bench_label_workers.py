@@ -86,6 +86,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.images, args.size, args.rounds, args.share_batches = 8, "160x120", 1, 1
+    # Ray starts its workers at nice 15 (its ``worker_niceness``), the baseline runs at the caller's priority: on a
+    # machine with other work the actors would lose CPU the baseline keeps. The same priority for every row.
+    os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))
     import ray
     from transformers.utils import logging as hf_logging
 
