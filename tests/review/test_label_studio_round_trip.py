@@ -18,7 +18,9 @@ from samantics_dagster.core.dataset.tables import write_table
 from samantics_dagster.core.label.candidates import shown_table
 from samantics_dagster.core.label.taxonomy import dataset_selection
 from samantics_dagster.core.review.client import LabelStudioClient, LabelStudioUnreachable
+from samantics_dagster.core.review.convert import ACCEPT_NAME, NEAR_MISS_NAME
 from samantics_dagster.core.review.loop import ensure_project, send_frames
+from samantics_dagster.core.review.near_miss import RECORDS_KEY, near_misses
 from samantics_dagster.core.review.triage import triage_frames
 from samantics_dagster.core.workdir.catalog import list_categories
 from samantics_dagster.definitions import defs
@@ -80,11 +82,15 @@ def _meta(result, key):
 
 
 def _annotate(server, task, spec_ids):
-    """As a person in the editor: move the largest instance, delete another, draw a car."""
+    """As a person in the editor: move the largest instance, delete another, draw a car, tick near miss 1.
+
+    The editor copies every region of the prediction into the annotation (the near misses too) and saves a
+    tick of a task-level box as a ``choices`` result of its own (id a fresh guid, origin manual)."""
     regions = json.loads(json.dumps(task["predictions"][0]["result"]))
     parts: dict[str, list[dict]] = {}
     for r in regions:
-        parts.setdefault(r["id"].split("p")[0], []).append(r)
+        if r["from_name"] == "label":
+            parts.setdefault(r["id"].split("p")[0], []).append(r)
     keys = sorted(parts, key=lambda k: -sum(len(r["value"]["points"]) for r in parts[k]))
     moved, deleted = keys[0], keys[1]
     result = []
@@ -100,6 +106,10 @@ def _annotate(server, task, spec_ids):
                    "original_width": regions[0]["original_width"], "original_height": regions[0]["original_height"],
                    "image_rotation": 0, "value": {"points": [[60, 60], [90, 60], [90, 90], [60, 90]], "closed": True,
                                                   "polygonlabels": ["car"]}})
+    result += [{key: r[key] for key in ("id", "from_name", "to_name", "type", "original_width", "original_height",
+                                        "image_rotation", "value")} for r in regions if r["from_name"] == NEAR_MISS_NAME]
+    result.append({"id": "Qx7Lm2Pa0k", "type": "choices", "value": {"choices": ["n0"]}, "origin": "manual",
+                   "to_name": "image", "from_name": ACCEPT_NAME})
     server.api("POST", f"/api/tasks/{task['id']}/annotations/", json={"result": result, "was_cancelled": False})
     return int(moved[1:]), int(deleted[1:])
 
@@ -126,9 +136,19 @@ def test_round_trip_sent_completed_pulled_curated_and_exported(review):
     # sam3_labels holds candidates; the tasks show what passes today's thresholds
     labels = shown_table(pd.read_parquet(layout.table("sam3_labels", category)), dataset_selection(layout)).set_index("dhash")
     full = [server.api("GET", f"/api/tasks/{t['id']}/").json() for t in ls_tasks]
-    rich = [t for t in full if labels.loc[t["data"]["dhash"], "n_instances"] >= 2]
-    assert rich, "no sent frame has two instances to edit"
+    candidates = pd.read_parquet(layout.table("sam3_labels", category)).set_index("dhash")["instances"]
+    settings = ReviewTasksConfig().near_misses()
+    for t in full:  # the pre-annotations are what passes; the near misses ride beside them, as chosen
+        pre = t["predictions"][0]["result"]
+        assert len({r["id"].split("p")[0] for r in pre if r["from_name"] == "label"}) == labels.loc[t["data"]["dhash"], "n_instances"]
+        near = near_misses(json.loads(candidates[t["data"]["dhash"]]), dataset_selection(layout), settings)
+        assert [m["candidate"] for m in t["data"][RECORDS_KEY]] == [m.candidate for m in near]
+        assert len({r["id"].split("p")[0] for r in pre if r["from_name"] == NEAR_MISS_NAME}) == len(near)
+    assert meta["near_misses_sent"] == sum(len(t["data"][RECORDS_KEY]) for t in full) > 0
+    rich = [t for t in full if labels.loc[t["data"]["dhash"], "n_instances"] >= 2 and len(t["data"][RECORDS_KEY]) >= 2]
+    assert rich, "no sent frame has two instances to edit and two near misses"
     task = rich[0]
+    ticked, left = task["data"][RECORDS_KEY][:2]
     assert task["data"]["image"].startswith("/data/local-files/?d=")
     assert server.api("GET", task["data"]["image"]).content == layout.image(task["data"]["dhash"]).read_bytes()
     spec = json.loads(layout.spec.read_text())
@@ -150,13 +170,17 @@ def test_round_trip_sent_completed_pulled_curated_and_exported(review):
     assert row["dhash"] == task["data"]["dhash"] and row["labeler"] == "human:reviewer@example.com"
     sam = json.loads(labels.loc[row["dhash"], "instances"])
     human = json.loads(row["instances"])
-    assert len(human) == len(sam)  # one deleted, one added
+    assert len(human) == len(sam) + 1  # one deleted, one drawn, one near miss accepted
+    near = json.loads(candidates[row["dhash"]])
+    accepted = {**near[ticked["candidate"]], "category_id": ticked["category_id"]}
+    assert accepted in human and accepted["score"] == pytest.approx(ticked["score"], abs=1e-5)  # SAM3's exact candidate
+    assert near[left["candidate"]]["rle"] not in [h["rle"] for h in human]  # left alone: rejected
     agreement = pd.read_parquet(layout.table("review_agreement", category))
     by_sam = agreement.set_index("sam_index")
     assert by_sam.loc[deleted, "outcome"] == "deleted"
     assert by_sam.loc[moved, "outcome"] == "matched" and 0.3 < by_sam.loc[moved, "iou"] < 1.0
-    added = agreement[agreement["outcome"] == "added"]
-    assert len(added) == 1 and int(added["human_class"].iloc[0]) == ids["car"]
+    added = agreement[agreement["outcome"] == "added"]  # the drawn car, and the near miss SAM3 did not keep
+    assert sorted(added["human_class"].astype(int)) == sorted([ids["car"], ticked["category_id"]])
     others = agreement[agreement["sam_index"].notna() & ~agreement["sam_index"].isin([moved, deleted])]
     assert (others["outcome"] == "matched").all() and (others["iou"] == 1.0).all()
     per_class = pmeta["agreement_per_class"]
@@ -177,6 +201,8 @@ def test_round_trip_sent_completed_pulled_curated_and_exported(review):
         drawn = [a for a in anns if a["category_id"] == ids["car"] and a.get("score", 1.0) == 1.0
                  and a["bbox"][0] >= 0.55 * image[0]["width"]]
         assert drawn, f"{path}: the car the person drew is missing"
+        assert [a for a in anns if a["category_id"] == accepted["category_id"] and a["area"] == pytest.approx(accepted["area"])
+                and a.get("score") == pytest.approx(accepted["score"], abs=1e-4)], f"{path}: the accepted near miss is missing"
     # pulling again changes nothing
     assert _meta(_run(instance, ["reviewed_labels"], category, ls), "reviewed_labels")["new_or_changed"] == 0
 
@@ -186,6 +212,12 @@ def test_deleted_project_is_a_clear_error_and_recreate_resumes(review):
     layout = DatasetLayout(dataset)
     _run(instance, ["review_tasks"], category, ls, {"ops": {"review_tasks": {"config": {**SEND_ALL, "max_tasks": 2}}}})
     before = pd.read_parquet(layout.table("review_tasks", category))
+    # a project made before near misses were sent gets their controls on the next send
+    config = server.api("GET", f"/api/projects/{int(before['project_id'][0])}/").json()["label_config"]
+    older = config.split("  <Header")[0] + "</View>"
+    server.api("PATCH", f"/api/projects/{int(before['project_id'][0])}/", json={"label_config": older})
+    _run(instance, ["review_tasks"], category, ls, {"ops": {"review_tasks": {"config": {**SEND_ALL, "max_tasks": 0}}}})
+    assert server.api("GET", f"/api/projects/{int(before['project_id'][0])}/").json()["label_config"] == config != older
     server.api("DELETE", f"/api/projects/{int(before['project_id'][0])}/")
     failed = _run(instance, ["review_tasks"], category, ls, {"ops": {"review_tasks": {"config": SEND_ALL}}}, raise_on_error=False)
     assert not failed.success

@@ -112,6 +112,10 @@ class LabelStudioClient:
         return self.json("POST", "/api/projects/", json={"title": title, "label_config": label_config,
                                                           "description": description})
 
+    def set_label_config(self, project_id: int, label_config: str) -> dict:
+        """Replace the project's labeling interface (Label Studio refuses one that drops labels in use)."""
+        return self.json("PATCH", f"/api/projects/{int(project_id)}/", json={"label_config": label_config})
+
     def add_local_storage(self, project_id: int, path: str, title: str) -> dict:
         """Connect a local-files import storage: Label Studio serves ``/data/local-files/?d=...`` only for
         files under a storage of a project the viewer may see."""

@@ -23,13 +23,36 @@ FROM_NAME, TO_NAME = "label", "image"
 SMART_POINT, SMART_BOX = "smart_point", "smart_box"  # the click-to-mask tools
 _SAM_ID = re.compile(r"^s(\d+)p(\d+)$")
 HUMAN_SCORE = 1.0
+# the near misses' part of the labeling interface (why it is built so: core.review.near_miss)
+NEAR_MISS_NAME = "near_miss"  # the PolygonLabels control of the near-miss regions
+ACCEPT_NAME = "near_miss_accept"  # the task-level Choices: one box per near miss
+CHOICES_KEY = "near_miss_choices"  # task data: the boxes (value shown, alias stored)
+SLOTS = 10  # near-miss labels in the labeling config: the most a task can carry
+COLOURS = ("#ff00ff", "#00e5ff", "#ffea00", "#ff6d00", "#76ff03", "#d500f9", "#00b0ff", "#ff1744", "#1de9b6", "#c6ff00")
+
+
+def slot_label(slot: int) -> str:
+    """The label of the ``slot``-th near miss of a task (0-based)."""
+    return f"near miss {slot + 1}"
+
+
+def near_miss_controls(to_name: str) -> str:
+    """The labeling config's near-miss part: their regions' labels (the legend) and the boxes to tick."""
+    labels = "\n".join(f'    <Label value="{slot_label(s)}" background="{COLOURS[s]}"/>' for s in range(SLOTS))
+    return (f'  <Header value="Near misses: SAM3 scored them just below the class threshold. Tick one to keep it; '
+            f'leave it to reject it."/>\n'
+            f'  <PolygonLabels name="{NEAR_MISS_NAME}" toName="{to_name}" strokeWidth="3" opacity="0.9">\n'
+            f"{labels}\n  </PolygonLabels>\n"
+            f'  <Choices name="{ACCEPT_NAME}" toName="{to_name}" choice="multiple" showInline="true" '
+            f'value="${CHOICES_KEY}"/>\n')
 
 
 def labeling_config(names: Sequence[str]) -> str:
     """The project's labeling interface: the image and one polygon label per COCO category name, plus the
     smart keypoint and box tools of the click-to-mask backend (``samantics ml-backend``): with it connected
     a click or a box comes back as a polygon of the same label; without it they draw nothing the review
-    reads (only ``polygonlabels`` regions are pulled back)."""
+    reads (only ``polygonlabels`` regions of ``label`` are pulled back). Last, the near misses: their own
+    regions and a box per near miss to accept it (``core.review.near_miss``)."""
     labels = "\n".join(f"    <Label value={quoteattr(n)}/>" for n in names)
     return (f'<View>\n  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
             f'  <PolygonLabels name="{FROM_NAME}" toName="{TO_NAME}" strokeWidth="2" pointSize="small">\n'
@@ -37,7 +60,7 @@ def labeling_config(names: Sequence[str]) -> str:
             f'  <KeyPointLabels name="{SMART_POINT}" toName="{TO_NAME}" smart="true" smartOnly="true" strokeWidth="3">\n'
             f"{labels}\n  </KeyPointLabels>\n"
             f'  <RectangleLabels name="{SMART_BOX}" toName="{TO_NAME}" smart="true" smartOnly="true">\n'
-            f"{labels}\n  </RectangleLabels>\n</View>")
+            f"{labels}\n  </RectangleLabels>\n{near_miss_controls(TO_NAME)}</View>")
 
 
 def mask_polygons(rle: dict, min_points: int = 3) -> list[list[tuple[float, float]]]:
@@ -89,13 +112,14 @@ def from_regions(results: Sequence[dict], sam_instances: Sequence[dict], width: 
 
     Regions ``s{k}p{j}`` are grouped back into SAM3's instance k; if every part is as sent and the class is
     unchanged, the instance is SAM3's own (exact mask, SAM3's score). Anything a person drew or edited
-    scores 1.0. Unknown label names raise: the project's labels must match coco-spec.json.
+    scores 1.0. Unknown label names raise: the project's labels must match coco-spec.json. Only regions of
+    the ``label`` control are read: the near misses' regions count only when ticked (``core.review.near_miss``).
     """
     placeholder = {int(i["category_id"]): "" for i in sam_instances}
     sent = {r["id"]: r for r in to_regions(sam_instances, width, height, placeholder)}
     groups: dict[str, list[dict]] = {}
     for r in results:
-        if r.get("type") != "polygonlabels" or not r.get("value", {}).get("points"):
+        if r.get("type") != "polygonlabels" or r.get("from_name", FROM_NAME) != FROM_NAME or not r.get("value", {}).get("points"):
             continue
         m = _SAM_ID.match(str(r.get("id", "")))
         groups.setdefault(f"s{m.group(1)}" if m else f"h:{r.get('id')}:{len(groups)}", []).append(r)

@@ -38,7 +38,8 @@ from samantics_dagster.core.review.consensus import (
     rerequest,
     task_agreement,
 )
-from samantics_dagster.core.review.convert import from_regions, labeling_config, to_regions
+from samantics_dagster.core.review.convert import NEAR_MISS_NAME, from_regions, labeling_config, to_regions
+from samantics_dagster.core.review.near_miss import RECORDS_KEY, NearMiss, accepted, regions, task_data
 from samantics_dagster.core.review.triage import Triage
 
 SENT, REVIEWED = ReviewStatus.SENT, ReviewStatus.REVIEWED
@@ -74,6 +75,13 @@ def _per_task(client: LabelStudioClient, project: dict, per_task: int) -> None:
         client.set_annotations_per_task(int(project["id"]), per_task)
 
 
+def _near_miss_controls(client: LabelStudioClient, project: dict, names: Sequence[str]) -> None:
+    """A project made before near misses were sent gets today's labeling interface (it only adds controls);
+    one that has them is left as it is (a user may have restyled it)."""
+    if f'name="{NEAR_MISS_NAME}"' not in str(project.get("label_config") or ""):
+        client.set_label_config(int(project["id"]), labeling_config(names))
+
+
 def ensure_project(client: LabelStudioClient, title: str, names: Sequence[str], previous: pd.DataFrame | None,
                    storage_path: str | None, recreate: bool, per_task: int = 1) -> tuple[int, bool, pd.DataFrame]:
     """The project id (found by the table, else by title, else created), whether it was created, and the
@@ -83,7 +91,9 @@ def ensure_project(client: LabelStudioClient, title: str, names: Sequence[str], 
     recorded = sorted(set(rows["project_id"].dropna().astype(int)))
     if recorded:
         try:
-            _per_task(client, client.project(recorded[-1]), per_task)
+            recorded_project = client.project(recorded[-1])
+            _per_task(client, recorded_project, per_task)
+            _near_miss_controls(client, recorded_project, names)
             return recorded[-1], False, rows
         except ProjectMissing as exc:
             if not recreate:
@@ -99,6 +109,8 @@ def ensure_project(client: LabelStudioClient, title: str, names: Sequence[str], 
                                         "Frames SAM3 was least sure about, sent by samantics-dagster (review_tasks)")
     assert project is not None
     _per_task(client, project, per_task)
+    if not created:
+        _near_miss_controls(client, project, names)
     if storage_path:
         client.add_local_storage(int(project["id"]), storage_path, "image store")
     return int(project["id"]), created, rows
@@ -119,8 +131,12 @@ class PeoplePerTask:
 def send_frames(client: LabelStudioClient, project_id: int, category: str, chosen: Sequence[Triage],
                 labels: pd.DataFrame, previous: pd.DataFrame, names: Mapping[int, str], image_url: Callable[[str], str],
                 skip: set[str], max_tasks: int, write: Callable[[pd.DataFrame], None], batch: int = 50,
-                people: PeoplePerTask | None = None) -> SendResult:
+                people: PeoplePerTask | None = None,
+                near: Callable[[str], Sequence[NearMiss]] | None = None) -> SendResult:
     """Adopt the project's tasks missing from ``previous``, then import up to ``max_tasks`` new frames.
+
+    ``labels`` holds what passes today's thresholds (the pre-annotations); ``near`` gives a frame's near
+    misses, sent beside them for a person to accept with one click (``core.review.near_miss``).
 
     Label Studio gives every imported task the project's overlap (``ensure_project`` sets it to
     ``people.other``) and ignores an ``overlap`` in the imported task, so a task that wants more people (the
@@ -169,10 +185,13 @@ def send_frames(client: LabelStudioClient, project_id: int, category: str, chose
             label = by_dhash[t.dhash]
             inst = json.loads(label["instances"])
             w, h = int(label["width"]), int(label["height"])
+            misses = list(near(t.dhash)) if near is not None else []
             tasks.append({
                 "data": {"image": image_url(t.dhash), "dhash": t.dhash, "category": category,
-                         "rel_path": label["rel_path"], "priority": t.priority, "reasons": t.reasons},
-                "predictions": [{"model_version": str(label["labeler"]), "result": to_regions(inst, w, h, names),
+                         "rel_path": label["rel_path"], "priority": t.priority, "reasons": t.reasons,
+                         **task_data(misses, names)},
+                "predictions": [{"model_version": str(label["labeler"]),
+                                 "result": to_regions(inst, w, h, names) + regions(misses, w, h),
                                  "score": min((float(i["score"]) for i in inst), default=0.0)}],
             })
         ids = client.import_tasks(project_id, tasks)
@@ -244,15 +263,20 @@ def _stamp(annotation: dict) -> str:
 
 def pull_reviews(client: LabelStudioClient, tasks: pd.DataFrame, labels: pd.DataFrame, previous: pd.DataFrame | None,
                  ids: Mapping[str, int], settings: ConsensusSettings | None = None,
-                 previous_people: pd.DataFrame | None = None) -> PullResult:
+                 previous_people: pd.DataFrame | None = None, candidates: pd.DataFrame | None = None) -> PullResult:
     """Every person's completed annotation of the category's tasks; per task the consensus as a ``reviewed``
     row (what curation uses), each person's agreement with the others and with the consensus, SAM3's
     agreement with the consensus (per instance too), and the tasks whose people agree under the bound sent
-    back to Label Studio for one more person (their overlap raised)."""
+    back to Label Studio for one more person (their overlap raised).
+
+    ``labels`` is what the tasks showed (today's thresholds); ``candidates`` the ``sam3_labels`` table itself,
+    where a near miss a person accepted untouched is found again, exact (without it: read from its polygon).
+    A person's instances are their ``label`` regions plus the near misses they ticked."""
     settings = settings or ConsensusSettings()
     rows = {r["dhash"]: r for r in (previous.to_dict("records") if previous is not None else [])}
     by_task = {int(t): d for t, d in zip(tasks["task_id"], tasks["dhash"])}
     by_dhash = {r["dhash"]: r for r in labels.to_dict("records")}
+    raw = dict(zip(candidates["dhash"], candidates["instances"])) if candidates is not None else {}
     new, completed = 0, 0
     annotators: dict[str, int] = {}
     users: dict[int, str] = {}
@@ -270,7 +294,10 @@ def pull_reviews(client: LabelStudioClient, tasks: pd.DataFrame, labels: pd.Data
             label = by_dhash[d]
             w, h = int(label["width"]), int(label["height"])
             sam = json.loads(label["instances"])
-            anns = [Annotation(who, int(a["id"]), from_regions(a.get("result", []), sam, w, h, ids), _stamp(a))
+            misses = task.get("data", {}).get(RECORDS_KEY) or []
+            cands = json.loads(raw[d]) if misses and isinstance(raw.get(d), str) else None
+            anns = [Annotation(who, int(a["id"]), from_regions(a.get("result", []), sam, w, h, ids)
+                               + accepted(a.get("result", []), misses, cands, w, h), _stamp(a))
                     for who, a in done]
             for a in anns:
                 annotators[a.annotator] = annotators.get(a.annotator, 0) + 1

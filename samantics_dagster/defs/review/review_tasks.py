@@ -11,7 +11,9 @@ from samantics_dagster.core.dataset.spec import Spec, load_spec
 from samantics_dagster.core.dataset.tables import write_table
 from samantics_dagster.core.label.candidates import PASSENGER, Selection, shown_table
 from samantics_dagster.core.label.taxonomy import dataset_selection
+from samantics_dagster.core.review.convert import SLOTS
 from samantics_dagster.core.review.loop import PeoplePerTask, ensure_project, send_frames
+from samantics_dagster.core.review.near_miss import NearMiss, NearMissSettings, near_misses
 from samantics_dagster.core.review.triage import RelationPair, TriageSettings, triage_frames
 from samantics_dagster.core.review_backend.connect import connect_backend
 from samantics_dagster.defs.metadata import md_table, table_metadata
@@ -35,6 +37,12 @@ class ReviewTasksConfig(Config):
     recreate_project: bool = Field(False, description="The recorded project was deleted: send the unreviewed frames to a new one.")
     annotators_audit: int = Field(2, ge=1, description="Distinct people per audit task (agreement between people is measured there).")
     annotators_other: int = Field(1, ge=1, description="Distinct people per other task: the project's annotations per task.")
+    near_miss_band: float = Field(0.15, ge=0.0, le=1.0, description=(
+        "Candidates scored in [threshold - band, threshold] go with the task as near misses, for a person to accept with one click (0: none)."))
+    near_miss_max: int = Field(5, ge=0, le=SLOTS, description="Near misses per task at most, the closest to their threshold first.")
+
+    def near_misses(self) -> NearMissSettings:
+        return NearMissSettings(band=self.near_miss_band, max_per_frame=self.near_miss_max)
 
     def people(self) -> PeoplePerTask:
         return PeoplePerTask(audit=self.annotators_audit, other=self.annotators_other)
@@ -57,8 +65,9 @@ class ReviewTasksConfig(Config):
     group_name="review",
     kinds={"python", "parquet"},
     description="Triage of sam3_labels (borderline scores, overlaps, relation decisions near a threshold, rare "
-                "classes, a seeded audit share) sent to a Label Studio project with SAM3's instances as "
-                "pre-annotations, each task asking for its number of people (2 for the audit share, 1 for the "
+                "classes, a seeded audit share) sent to a Label Studio project with what passes today's thresholds as "
+                "pre-annotations, and the near misses (candidates just below their class threshold) beside them, "
+                "each with a box that keeps it in one click; each task asking for its number of people (2 for the audit share, 1 for the "
                 "rest); one row per task sent (never sent twice).",
 )
 def review_tasks(context: AssetExecutionContext, config: ReviewTasksConfig, dataset: DatasetResource,
@@ -69,7 +78,15 @@ def review_tasks(context: AssetExecutionContext, config: ReviewTasksConfig, data
     layout = dataset.layout
     spec = load_spec(layout.spec)
     selection = dataset_selection(layout, spec)
+    candidates = dict(zip(sam3_labels["dhash"], sam3_labels["instances"]))
     sam3_labels = shown_table(sam3_labels, selection)  # what passes today's thresholds: triaged and pre-annotated
+    near_settings = config.near_misses()
+    near_sent: dict[str, int] = {}
+
+    def near(dhash: str) -> list[NearMiss]:
+        found = near_misses(json.loads(candidates[dhash]), selection, near_settings)
+        near_sent[dhash] = len(found)
+        return found
     path = layout.table(REVIEW_TASKS, category)
     previous = dataset.table(REVIEW_TASKS, category)
     reviewed = dataset.table(REVIEWED_LABELS, category)
@@ -83,7 +100,7 @@ def review_tasks(context: AssetExecutionContext, config: ReviewTasksConfig, data
             client, project_id, category, chosen, sam3_labels, rows, names,
             lambda d: label_studio.image_url(dataset.dataset_path, d),
             skip=set(reviewed["dhash"]) if reviewed is not None else set(), max_tasks=config.max_tasks,
-            write=lambda df: write_table(df, path), people=config.people())
+            write=lambda df: write_table(df, path), people=config.people(), near=near)
         # after the import, so that the project's model version stays SAM3's (see connect_backend)
         ml = connect_backend(client, project_id, label_studio.ml_backend_url) if label_studio.ml_backend_url else None
     if ml is not None and ml.status == "unreachable":
@@ -109,6 +126,8 @@ def review_tasks(context: AssetExecutionContext, config: ReviewTasksConfig, data
         "frames_by_reason": MetadataValue.json(reasons),
         "audit_frames": int(table["audit"].sum()) if len(table) else 0,
         "overlap_raised": result.overlap_raised,
+        "near_misses_sent": sum(near_sent.values()),
+        "tasks_with_near_misses": sum(1 for n in near_sent.values() if n),
         "people_per_task": MetadataValue.json({"audit": config.annotators_audit, "other": config.annotators_other}),
         **table_metadata(REVIEW_TASKS, table),
         "top_priorities": md_table(table.sort_values("priority", ascending=False)[["rel_path", "task_id", "priority", "reasons"]]),

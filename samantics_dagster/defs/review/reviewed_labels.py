@@ -60,11 +60,12 @@ def reviewed_labels(context: AssetExecutionContext, config: ReviewedLabelsConfig
     layout = dataset.layout
     spec = load_spec(layout.spec)
     # SAM3's side of the agreement: what passes today's thresholds (what the tasks showed, thresholds unchanged)
+    candidates = sam3_labels  # where an accepted near miss is found again
     sam3_labels = shown_table(sam3_labels, dataset_selection(layout, spec))
     previous = dataset.table(REVIEWED_LABELS, category)
     with label_studio.client() as client:
         result = pull_reviews(client, review_tasks, sam3_labels, previous, spec_ids(spec), config.settings(),
-                              previous_people=dataset.table(REVIEW_ANNOTATIONS, category))
+                              previous_people=dataset.table(REVIEW_ANNOTATIONS, category), candidates=candidates)
     write_table(result.table, layout.table(REVIEWED_LABELS, category))
     write_table(result.agreement, layout.table(REVIEW_AGREEMENT, category))
     write_table(result.annotations, layout.table(REVIEW_ANNOTATIONS, category))
