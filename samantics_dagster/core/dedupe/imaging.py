@@ -59,9 +59,51 @@ def sniff_jpeg(data: bytes) -> None:
                                "the copy was cut short: fetch the frame again or remove it")
 
 
+#: Markers a plain header is made of: APP0 and APP2-15 (JFIF, ICC, Adobe), quantisation and Huffman tables,
+#: restart interval, comment, and the frame (SOF0-2: baseline, extended, progressive, what cameras and
+#: encoders write). APP1 (EXIF, XMP: where an orientation lives) and anything else go to Pillow.
+_SOF = (0xC0, 0xC1, 0xC2)
+_PLAIN = frozenset([0xE0, *range(0xE2, 0xF0), 0xDB, 0xC4, 0xDD, 0xFE, *_SOF])
+
+
+def _plain_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the frame header of a plain JPEG (no APP1, one 8-bit SOF with 1 or 3 components,
+    a size Pillow would open without a decompression-bomb warning); None for anything else. Pillow's
+    ``Image.open`` + ``getexif`` gives the same answer for such a file at ten times the cost: most of the
+    time ``frame_signature`` spends beside the decode and the thumbnails."""
+    size = None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xDA:  # start of scan: the header is over
+            return size
+        if marker not in _PLAIN:
+            return None
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _SOF:
+            if size is not None or length < 8 or i + 10 > n or data[i + 4] != 8 or data[i + 9] not in (1, 3):
+                return None
+            h, w = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+            if not w or not h or w * h > (Image.MAX_IMAGE_PIXELS or 0):
+                return None
+            size = (w, h)
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
 def read_size(data: bytes) -> tuple[int, int]:
     """(width, height) as displayed (EXIF orientation applied), from the header alone."""
     sniff_jpeg(data)
+    plain = _plain_size(data)
+    if plain is not None:
+        return plain
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:

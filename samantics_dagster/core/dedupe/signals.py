@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image
+
+from samantics_dagster.core.dedupe.lanczos import resize_lanczos
 
 MARGIN = 2            # grey levels (0-255) of a 9x8 cell difference for its bit to count as decided
 COLOUR_SIZE = (16, 9)  # (w, h) of the colour thumbnail
@@ -78,8 +79,7 @@ def hash_and_structure(grey: np.ndarray, hash_size: int = 8) -> tuple[int, int]:
     smooth illumination is taken away: a bit counts only if its difference is >= ``MARGIN`` both in the
     thumbnail and in what is left of it after a fitted quadratic surface (a vignette or a lamp's gradient
     decides bits, but alike in every frame it lights)."""
-    small = np.asarray(Image.fromarray(grey).resize((hash_size + 1, hash_size), Image.Resampling.LANCZOS),
-                       dtype=np.int16)
+    small = resize_lanczos(grey, (hash_size + 1, hash_size)).astype(np.int16)  # Pillow's LANCZOS, bit for bit
     diff = small[:, 1:] - small[:, :-1]
     bits = (diff > 0).ravel()
     code = int.from_bytes(np.packbits(bits).tobytes(), "big")
