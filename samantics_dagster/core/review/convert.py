@@ -37,14 +37,15 @@ def slot_label(slot: int) -> str:
 
 
 def near_miss_controls(to_name: str) -> str:
-    """The labeling config's near-miss part: their regions' labels (the legend) and the boxes to tick."""
+    """The labeling config's near-miss part: the boxes to tick, then their regions' labels (the legend; a thick
+    outline in the label's colour and a faint fill, so the object under a near miss stays visible)."""
     labels = "\n".join(f'    <Label value="{slot_label(s)}" background="{COLOURS[s]}"/>' for s in range(SLOTS))
     return (f'  <Header value="Near misses: SAM3 scored them just below the class threshold. Tick one to keep it; '
             f'leave it to reject it."/>\n'
-            f'  <PolygonLabels name="{NEAR_MISS_NAME}" toName="{to_name}" strokeWidth="3" opacity="0.9">\n'
-            f"{labels}\n  </PolygonLabels>\n"
             f'  <Choices name="{ACCEPT_NAME}" toName="{to_name}" choice="multiple" showInline="true" '
-            f'value="${CHOICES_KEY}"/>\n')
+            f'value="${CHOICES_KEY}"/>\n'
+            f'  <PolygonLabels name="{NEAR_MISS_NAME}" toName="{to_name}" strokeWidth="4" opacity="0.15">\n'
+            f"{labels}\n  </PolygonLabels>\n")
 
 
 def labeling_config(names: Sequence[str]) -> str:

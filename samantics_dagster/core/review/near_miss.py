@@ -21,9 +21,9 @@ How Label Studio shows them, and why this way (read from Label Studio 1.23's edi
   stores (``SelectedModelMixin.selectedValues``).
 
 So near misses are regions of their own control (``PolygonLabels name="near_miss"``, labels "near miss 1"
-... "near miss N", each its own colour: the legend above the boxes), distinct from the kept predictions
-(labelled by class under ``label``), and one task-level box per near miss ("near miss 1: car 0.43 (threshold
-0.5)", alias ``n0``). Ticking a box accepts that near miss: one click. Doing nothing rejects it: a region of
+... "near miss N", each its own colour, drawn as a thick outline with a faint fill), distinct from the kept
+predictions (labelled by class under ``label``), named in the editor's region list by that label, and one
+task-level box per near miss under the image ("near miss 1: car 0.43 (threshold 0.5)", alias ``n0``). Ticking a box accepts that near miss: one click. Doing nothing rejects it: a region of
 the ``near_miss`` control is never read as the person's instance unless its box is ticked. An accepted near
 miss the person left as sent comes back as SAM3's exact candidate (mask and score); one they edited comes
 back as their polygon (score 1.0, as everything a person draws); one whose region they deleted is not kept.
