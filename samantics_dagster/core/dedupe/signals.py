@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -71,7 +72,13 @@ class Signature:
     structure: int      # bits of 64 decided by a clear margin, 0 for a constant hash
     colour: np.ndarray  # (9, 16, 3) uint8 RGB thumbnail
     grey: np.ndarray    # (64, 64) uint8 thumbnail (aspect squashed: shifts are measured per axis)
-    texture: float = 0.0  # grey std of that thumbnail once a fitted quadratic surface is taken away: ~0.4 on a ramp
+
+    @cached_property
+    def texture(self) -> float:
+        """Grey std of the 64x64 thumbnail once a fitted quadratic surface is taken away: ~0.4 on a ramp.
+        Only the flat test reads it (frames with little structure), so it is computed when first asked for,
+        not for every frame hashed."""
+        return float(_deplaned(self.grey).std())
 
 
 def hash_and_structure(grey: np.ndarray, hash_size: int = 8) -> tuple[int, int]:
@@ -101,7 +108,7 @@ def signature(colour_bgr: np.ndarray, width: int, height: int) -> Signature:
     code, structure = hash_and_structure(grey)
     thumb = cv2.resize(colour_bgr, COLOUR_SIZE, interpolation=cv2.INTER_AREA)[..., ::-1]
     phase = cv2.resize(grey, (PHASE_SIZE, PHASE_SIZE), interpolation=cv2.INTER_AREA)
-    return Signature(code, width, height, structure, np.ascontiguousarray(thumb), phase, float(_deplaned(phase).std()))
+    return Signature(code, width, height, structure, np.ascontiguousarray(thumb), phase)
 
 
 def _chroma(thumb: np.ndarray) -> float:
