@@ -392,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     from samantics_dagster.cli.thresholds import add_parser as add_thresholds_parser
 
     add_thresholds_parser(sub)
+    from samantics_dagster.cli.prompts import add_parser as add_prompts_parser
+
+    add_prompts_parser(sub)
 
     from samantics_dagster.cli.ml_backend import add_parser as add_ml_backend_parser
 

@@ -7,7 +7,7 @@ from dagster import MetadataValue, TableColumn, TableSchema
 
 from samantics_dagster.core.dataset.schema import TABLES, TableName
 
-_TYPES = {"string": "string", "Int64": "int", "int64": "int", "float64": "float", "Float64": "float", "bool": "bool"}
+TYPES = {"string": "string", "Int64": "int", "int64": "int", "float64": "float", "Float64": "float", "bool": "bool"}
 
 
 def md_table(df: pd.DataFrame, limit: int = 10) -> MetadataValue:
@@ -19,7 +19,7 @@ def column_schema(table: TableName) -> dict[str, Any]:
     """``dagster/column_schema`` of a per-frame table, from its one declaration in ``core.dataset.schema``."""
     schema = TABLES[table]
     return {"dagster/column_schema": TableSchema(columns=[
-        TableColumn(c.name, _TYPES[c.dtype], description=c.description) for c in schema.columns])}
+        TableColumn(c.name, TYPES[c.dtype], description=c.description) for c in schema.columns])}
 
 
 def table_metadata(table: TableName, df: pd.DataFrame) -> dict[str, Any]:

@@ -7,6 +7,7 @@ in the package joins a dataset path by hand: it asks a :class:`DatasetLayout`.
       coco-spec.json, sam-queries.yaml      taxonomy and SAM3 text queries
       images/{dhash}.jpg                    content-addressable store of accepted frames
       tables/{asset}/{category}.parquet     per-frame tables; tables/sam3_labels/.parts/{category}/ in flight
+                                            (tables/prompt_trials/.parts/{category}/ for the prompt trials)
       labels.jsonl                          every category's labels (the old tools' file)
       coco/{category}/{split}.json          curated_coco per category
       coco/{split}.json                     coco_dataset: all categories merged
@@ -77,6 +78,10 @@ class DatasetLayout:
     def label_parts(self, category: str) -> Path:
         """Batch parts of a labelling run in flight (merged into the table when the run ends)."""
         return parts_dir(self.table(TableName.SAM3_LABELS, category))
+
+    def trial_parts(self, category: str) -> Path:
+        """Batch parts of a prompt-trial run in flight (merged into the ``prompt_trials`` table when it ends)."""
+        return parts_dir(self.table(TableName.PROMPT_TRIALS, category))
 
     # dataset-wide files
     @property

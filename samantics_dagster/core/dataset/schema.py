@@ -26,6 +26,7 @@ class TableName(StrEnum):
     REVIEWED_LABELS = "reviewed_labels"
     REVIEW_AGREEMENT = "review_agreement"  # written beside reviewed_labels, by the same asset
     REVIEW_ANNOTATIONS = "review_annotations"  # every person's annotation, beside reviewed_labels, same asset
+    PROMPT_TRIALS = "prompt_trials"  # the reviewed frames labelled with each class's alternative phrasings
 
 
 class DedupeStatus(StrEnum):
@@ -254,6 +255,20 @@ REVIEW_AGREEMENT = TableSchema(TableName.REVIEW_AGREEMENT, _cols(
     ("outcome", _S, "matched | class_changed | deleted | added"),
 ), key=None)
 
+PROMPT_TRIALS = TableSchema(TableName.PROMPT_TRIALS, _cols(
+    ("dhash", _S, "the reviewed image"),
+    ("rel_path", _S, "the frame it was accepted from"),
+    ("category_id", _I, "the class the phrasing is tried for"),
+    ("prompt", _S, "the phrasing: one listed under the class's alternatives, or its query (the reference)"),
+    ("status", _S, "done | failed"),
+    ("error", _S, "why labelling failed"),
+    ("n_instances", _I, "candidates kept (scores above the candidate floor)"),
+    ("instances", _S, "JSON list of the phrasing's candidates, as in sam3_labels (category_id: the class)"),
+    ("labeler", _S, "model + this phrasing + candidate floor fingerprint: a rerun labels the pairs it lacks"),
+    ("width", _I, "pixels"),
+    ("height", _I, "pixels"),
+), key=None)  # one row per (image, class, phrasing); written sorted by class, phrasing, image
+
 TABLES: dict[TableName, TableSchema] = {t.name: t for t in (
     INGRESS_FRAMES, DEDUPED_IMAGES, SAM3_LABELS, CURATED_COCO, REVIEW_TASKS, REVIEWED_LABELS, REVIEW_AGREEMENT,
-    REVIEW_ANNOTATIONS)}
+    REVIEW_ANNOTATIONS, PROMPT_TRIALS)}

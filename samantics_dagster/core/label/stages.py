@@ -77,14 +77,17 @@ class BatchStages:
     ``post_workers`` threads post-process (at most that many batches wait for them, which bounds host
     memory); ``0`` runs everything in the calling thread, one batch after the other. ``after_part(n)``
     is called on the post-processing thread once the n-th part of this run is on disk. ``part_tag`` goes
-    into every part's name (``resume.write_part``): a Ray worker's share of a category.
+    into every part's name (``resume.write_part``): a Ray worker's share of a category. ``part_writer``
+    replaces ``resume.write_part`` for a table of another shape built from the same rows (the prompt trials
+    split each image's row into one row per phrasing, ``core.label.trials``).
     """
 
     def __init__(self, store: ImageStore, segment: Segmenter, labeler: str, parts_dir: Path, *,
                  post_workers: int = 1, total: int = 0, progress: ProgressFn | None = None,
-                 after_part: Callable[[int], None] | None = None, part_tag: str = "") -> None:
+                 after_part: Callable[[int], None] | None = None, part_tag: str = "",
+                 part_writer: Callable[[Path, list[dict], str], None] | None = None) -> None:
         self.store, self.segment, self.labeler, self.parts_dir = store, segment, labeler, parts_dir
-        self.part_tag = part_tag
+        self.part_tag, self.part_writer = part_tag, part_writer
         self.post_workers, self.total, self.progress, self.after_part = post_workers, total, progress, after_part
         self.times = StageTimes()
         self.rows: list[dict] = []
@@ -127,7 +130,7 @@ class BatchStages:
         """The CPU half of a batch, then its part: written as soon as it exists, not when collected."""
         t0 = time.perf_counter()
         rows = unreadable + finish()
-        write_part(self.parts_dir, rows, self.part_tag)
+        (self.part_writer or write_part)(self.parts_dir, rows, self.part_tag)
         self._parts_written += 1
         if self.after_part:
             self.after_part(self._parts_written)

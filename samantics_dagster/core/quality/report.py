@@ -90,6 +90,7 @@ class QualityReport:
     settings: QualitySettings
     classes: list[ClassQuality]
     frames: dict[str, int] = field(default_factory=dict)  # by group
+    prompts: list[dict] = field(default_factory=list)  # the prompt trials ranked (``core.quality.prompts``)
 
     def table(self) -> pd.DataFrame:
         """One row per class and group: the figures behind each suggestion."""
@@ -110,7 +111,7 @@ class QualityReport:
 
     def to_json(self) -> dict:
         return {"settings": self.settings.__dict__, "frames": self.frames, "classes": self.suggestions(),
-                "table": json.loads(self.table().to_json(orient="records"))}
+                "table": json.loads(self.table().to_json(orient="records")), "prompts": self.prompts}
 
 
 def quality_report(frames: list[FrameMatch], selection: Selection, names: Mapping[int, str],

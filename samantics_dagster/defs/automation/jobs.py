@@ -17,3 +17,8 @@ recurate = define_asset_job(
     "recurate", selection=AssetSelection.assets("curated_coco"),
     description="curated_coco alone for one category: the thresholds in sam-queries.yaml changed (no model is loaded).",
 )
+prompt_trials_job = define_asset_job(
+    "prompt_trials_job", selection=AssetSelection.assets("prompt_trials"),
+    description="prompt_trials for one category: its reviewed frames labelled with every phrasing listed in "
+                "sam-queries.yaml (GPU); label_quality then ranks the phrasings (`samantics prompts`).",
+)

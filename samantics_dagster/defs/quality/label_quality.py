@@ -1,19 +1,36 @@
 """``label_quality``: per class, how SAM3's candidates fare against what people reviewed, and the threshold
-the evidence suggests (``core.quality``; ``samantics thresholds`` shows and applies it)."""
+the evidence suggests (``core.quality``; ``samantics thresholds`` shows and applies it); and the prompt trials
+ranked (``core.quality.prompts``; ``samantics prompts`` shows them).
+
+The ranking is here rather than on ``prompt_trials`` (partitioned by category) because a class spans
+categories: its phrasings are compared on every reviewed frame of the dataset, as its threshold is.
+"""
 
 from typing import Literal
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+)
 from pydantic import Field
 
 from samantics_dagster.core.dataset.schema import TableName
 from samantics_dagster.core.dataset.spec import load_spec
 from samantics_dagster.core.label.candidates import DEFAULT_FLOOR
-from samantics_dagster.core.label.taxonomy import dataset_selection
+from samantics_dagster.core.label.queries import load_alternatives
+from samantics_dagster.core.label.taxonomy import RULES, dataset_selection, derived_classes, load_taxonomy
+from samantics_dagster.core.label.trials import trial_prompts
 from samantics_dagster.core.quality.plot import plots_markdown
+from samantics_dagster.core.quality.prompts import RANKING_COLUMNS, rank_prompts, ranking_table
 from samantics_dagster.core.quality.report import QualitySettings, quality_report, reviewed_frames, write_report
 from samantics_dagster.defs.automation.conditions import EXPORT_CONDITION
-from samantics_dagster.defs.metadata import md_table
+from samantics_dagster.defs.metadata import TYPES, md_table
 from samantics_dagster.defs.resources.dataset import DatasetResource
 
 
@@ -37,13 +54,14 @@ class QualityConfig(Config):
 
 
 @asset(
-    deps=["reviewed_labels"],
+    deps=["reviewed_labels", "prompt_trials"],
     group_name="review",
     kinds={"python", "json"},
     automation_condition=EXPORT_CONDITION,
     description="Per class, precision/recall/F1 of SAM3's candidates against the reviewed labels at every threshold "
                 "(mask IoU matching), the mean IoU of matched instances and the suggested threshold with bootstrap "
-                "intervals; audit and triaged frames apart. Writes quality/label_quality.json.",
+                "intervals; audit and triaged frames apart; the prompt trials' phrasings ranked per class by F1 at "
+                "their best threshold. Writes quality/label_quality.json.",
 )
 def label_quality(context: AssetExecutionContext, config: QualityConfig, dataset: DatasetResource) -> MaterializeResult:
     layout = dataset.layout
@@ -53,6 +71,13 @@ def label_quality(context: AssetExecutionContext, config: QualityConfig, dataset
     frames = reviewed_frames(dataset.tables(TableName.SAM3_LABELS), dataset.tables(TableName.REVIEWED_LABELS),
                              dataset.tables(TableName.REVIEW_TASKS), selection, settings.iou_min)
     report = quality_report(frames, selection, {c.id: c.name for c in spec.categories}, settings)
+    trials = dataset.tables(TableName.PROMPT_TRIALS)
+    if trials:
+        alternatives = load_alternatives(spec, layout.queries, derived=derived_classes(spec, RULES))
+        prompts, _ = trial_prompts(load_taxonomy(layout, RULES).queries, alternatives)
+        report.prompts = rank_prompts(trials, dataset.tables(TableName.SAM3_LABELS),
+                                      dataset.tables(TableName.REVIEWED_LABELS), dataset.tables(TableName.REVIEW_TASKS),
+                                      prompts, selection, settings)
     write_report(report, layout.label_quality)
     suggestions = report.suggestions()
     changes = {n: (s["current"], s["suggested"]) for n, s in suggestions.items()
@@ -69,4 +94,13 @@ def label_quality(context: AssetExecutionContext, config: QualityConfig, dataset
         "per_class": md_table(table[columns] if len(table) else table, limit=3 * max(1, len(report.classes))),
         "pr_curves": MetadataValue.md(plots_markdown(report.classes, settings.suggest_from)),
         "report": str(layout.label_quality),
+        **({"prompt_ranking": _ranking(report.prompts)} if report.prompts else {}),
     })
+
+
+def _ranking(rows: list[dict]) -> MetadataValue:
+    """The prompt trials' ranking as a table with its column schema (``core.quality.prompts.RANKING_COLUMNS``)."""
+    table = ranking_table(rows).astype(object)
+    table = table.where(table.notna(), None)
+    schema = TableSchema(columns=[TableColumn(c.name, TYPES[c.dtype], description=c.description) for c in RANKING_COLUMNS])
+    return MetadataValue.table(records=[TableRecord(r) for r in table.to_dict("records")], schema=schema)
