@@ -62,6 +62,20 @@ def sample(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def chromium():
+    """Debian's headless Chromium (scripts/test-services.sh installs it): the stack's UI test and the review
+    editor's browser test drive it; a skip here, a failure under CI."""
+    import shutil
+
+    from tests.deploy.stack import need
+
+    path = os.environ.get("SAMANTICS_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        need("Chromium", "install Debian's `chromium` (scripts/test-services.sh does, as root)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random SAM3 saved as a snapshot folder: loaded through the same code as real weights."""
     import torch

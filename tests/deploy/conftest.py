@@ -1,4 +1,5 @@
-"""Fixtures of the deployment tests: a real PostgreSQL and headless Chromium (scripts/test-services.sh)."""
+"""Fixtures of the deployment tests: a real PostgreSQL (scripts/test-services.sh); headless Chromium is
+``tests/conftest.py``'s ``chromium``, shared with the review editor's browser test."""
 
 from __future__ import annotations
 
@@ -67,11 +68,3 @@ def pg_url(pg_server):
     with admin.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.close()
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    path = os.environ.get("SAMANTICS_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        need("Chromium", "install Debian's `chromium` (scripts/test-services.sh does, as root)")
-    return path

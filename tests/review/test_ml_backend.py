@@ -9,16 +9,12 @@ compared with ``Sam3TrackerModel`` run directly on the same prompt (pixels in, n
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 import uuid
 
 import httpx
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from pycocotools import mask as mask_utils
 
 from samantics_dagster.core.dataset.layout import DatasetLayout
@@ -26,84 +22,17 @@ from samantics_dagster.core.label.masks import coco_rle
 from samantics_dagster.core.review.client import LabelStudioClient
 from samantics_dagster.core.review.convert import labeling_config, polygon_rle
 from samantics_dagster.core.review_backend.connect import connect_backend
-from tests.deploy.stack import REPO, free_port
-from tests.images import photo
 from tests.review.label_studio import ready
+from tests.review.ml_backend import NAMES, H, W, start_backend, stop, wait_model
 
 pytestmark = pytest.mark.slow
-NAMES = ["car", "person", "dog"]
-W, H = 160, 120
-
-
-def _wait_model(url: str, timeout: float = 180.0) -> dict:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            health = httpx.get(f"{url}/health", timeout=2).json()
-        except httpx.TransportError:
-            time.sleep(0.3)
-            continue
-        if health["model"] != "loading":
-            return health
-        time.sleep(0.3)
-    raise AssertionError(f"the backend at {url} did not load its model in {timeout} s")
-
-
-def _start_backend(model_cache, dataset, log):
-    port = free_port()
-    env = {**os.environ, "MODEL_CACHE": str(model_cache), "DATASET_DIR": str(dataset), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    env.pop("LABEL_STUDIO_URL", None), env.pop("LABEL_STUDIO_API_KEY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "samantics_dagster.cli.main", "ml-backend", "--host", "127.0.0.1",
-                             "--port", str(port), "--device", "cpu"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def _stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """An image store under Label Studio's document root (pytest's base temp) with two photos."""
-    root = tmp_path_factory.mktemp("mlb")
-    layout = DatasetLayout(root / "dataset")
-    images = {"00000000000000a1": photo("astronaut", (W, H)), "00000000000000b2": photo("coffee", (W, H))}
-    for dhash, img in images.items():
-        path = layout.image(dhash)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        img.save(path, "JPEG", quality=95)
-    # as the backend reads them: the JPEG's pixels, not the photo before encoding
-    return root / "dataset", {d: Image.open(layout.image(d)).convert("RGB") for d in images}
-
-
-@pytest.fixture(scope="module")
-def backend(store, tiny_model_dir, tmp_path_factory):
-    with open(tmp_path_factory.mktemp("mlb-log") / "ml-backend.log", "ab") as log:
-        t0 = time.monotonic()
-        proc, url = _start_backend(tiny_model_dir, store[0], log)
-        health = None
-        while time.monotonic() - t0 < 60:  # /health answers while the model loads
-            try:
-                health = httpx.get(f"{url}/health", timeout=2).json()
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert health is not None and health["status"] == "UP" and health["model_class"] == "Sam3TrackerModel"
-        yield url, proc
-        _stop(proc)
-
-
-@pytest.fixture(scope="module")
-def project(label_studio_server, store, backend):
+def project(label_studio_server, ml_store, ml_backend):
     """A review-style project (the review loop's own labeling config), its tasks, and the backend connected."""
     server = ready(label_studio_server)
-    dataset, images = store
+    dataset, images = ml_store
     client = LabelStudioClient(server.url, server.pat)
     p = client.create_project(f"mlb-{uuid.uuid4().hex[:6]}", labeling_config(NAMES))
     client.add_local_storage(int(p["id"]), str(DatasetLayout(dataset).images), "image store")
@@ -112,7 +41,7 @@ def project(label_studio_server, store, backend):
                                              for d in images])
     missing = client.import_tasks(int(p["id"]), [{"data": {"image": "/data/local-files/?d=nowhere/x.jpg",
                                                            "dhash": "ffffffffffffffff"}}])
-    _wait_model(backend[0])
+    wait_model(ml_backend[0])
     yield client, int(p["id"]), dict(zip(images, ids)), missing[0], server
     client.close()
 
@@ -152,18 +81,19 @@ def _mask(data: dict) -> np.ndarray:
     return mask_utils.decode(coco_rle(data["rle"])).astype(bool)
 
 
-def test_connected_through_label_studio_and_a_click_returns_the_trackers_mask_as_a_polygon(project, backend,
-                                                                                          tiny_model_dir, store):
+def test_connected_through_label_studio_and_a_click_returns_the_trackers_mask_as_a_polygon(project, ml_backend,
+                                                                                          tiny_model_dir, ml_store):
     client, project_id, tasks, _, server = project
     before = client.project(project_id).get("model_version") or ""
-    conn = connect_backend(client, project_id, backend[0])
+    conn = connect_backend(client, project_id, ml_backend[0])
     assert conn.status == "connected", conn
     ml = server.api("GET", f"/api/ml/{conn.backend_id}").json()  # Label Studio re-runs health + setup here
     assert ml["is_interactive"] and ml["readable_state"] == "Connected", ml
     assert (client.project(project_id).get("model_version") or "") == before  # SAM3's predictions stay shown
-    assert connect_backend(client, project_id, backend[0]).status == "present"
+    assert connect_backend(client, project_id, ml_backend[0]).status == "present"
 
-    dhash, image = next(iter(store[1].items()))
+    dhash, image = next(iter(ml_store[1].items()))
+    cache0 = httpx.get(f"{ml_backend[0]}/health").json()["cache"]  # the session's backend: other tests click too
     click = _interactive(server, conn.backend_id, tasks[dhash], {"result": [_point(40.0, 35.0)]})
     assert "errors" not in click, click
     data = click["data"]
@@ -195,13 +125,14 @@ def test_connected_through_label_studio_and_a_click_returns_the_trackers_mask_as
     expected_box = _direct(tiny_model_dir, image, input_boxes=[[[0.10 * W, 0.20 * H, 0.60 * W, 0.80 * H]]])
     assert np.array_equal(_mask(box), expected_box) and box["cached_embedding"]
     assert [r["value"]["polygonlabels"] for r in box["result"]] in ([["person"]], [])
-    health = httpx.get(f"{backend[0]}/health").json()
-    assert health["cache"]["images"] == 1 and health["cache"]["misses"] == 1 and health["cache"]["hits"] >= 3
+    cache = httpx.get(f"{ml_backend[0]}/health").json()["cache"]
+    assert cache["images"] - cache0["images"] == 1 and cache["misses"] - cache0["misses"] == 1
+    assert cache["hits"] - cache0["hits"] >= 3 and cache["evictions"] == cache0["evictions"]
 
 
-def test_bad_input_gets_a_clear_answer_and_the_backend_keeps_serving(project, backend):
+def test_bad_input_gets_a_clear_answer_and_the_backend_keeps_serving(project, ml_backend):
     client, project_id, tasks, missing_task, server = project
-    conn = connect_backend(client, project_id, backend[0])
+    conn = connect_backend(client, project_id, ml_backend[0])
     dhash = next(iter(tasks))
     cases = {
         "outside the image": {"result": [_point(130.0, 20.0)]},
@@ -217,21 +148,21 @@ def test_bad_input_gets_a_clear_answer_and_the_backend_keeps_serving(project, ba
     answer = _interactive(server, conn.backend_id, missing_task, {"result": [_point(10.0, 10.0)]})
     assert "404" in answer["errors"][0] and "nowhere/x.jpg" in answer["errors"][0], answer
     # straight to the backend: the JSON body says it too, and Label Studio's batch predictions get empty results
-    r = httpx.post(f"{backend[0]}/predict", json={"tasks": [{"id": 1, "data": {}}], "label_config": "<View/>",
+    r = httpx.post(f"{ml_backend[0]}/predict", json={"tasks": [{"id": 1, "data": {}}], "label_config": "<View/>",
                                                   "params": {"context": {"result": []}}})
     assert r.status_code == 422 and "empty context" in r.json()["error"]
-    r = httpx.post(f"{backend[0]}/predict", json={"tasks": [{"id": 1}, {"id": 2}], "params": {"context": None}})
+    r = httpx.post(f"{ml_backend[0]}/predict", json={"tasks": [{"id": 1}, {"id": 2}], "params": {"context": None}})
     assert r.status_code == 200 and r.json()["results"] == [] and "clicks only" in r.json()["message"]
-    assert httpx.post(f"{backend[0]}/predict", content=b"{not json").status_code == 400
-    assert httpx.post(f"{backend[0]}/webhook", json={"action": "ANNOTATION_CREATED"}).status_code == 200
-    assert backend[1].poll() is None and httpx.get(f"{backend[0]}/health").json()["model"] == "ready"
+    assert httpx.post(f"{ml_backend[0]}/predict", content=b"{not json").status_code == 400
+    assert httpx.post(f"{ml_backend[0]}/webhook", json={"action": "ANNOTATION_CREATED"}).status_code == 200
+    assert ml_backend[1].poll() is None and httpx.get(f"{ml_backend[0]}/health").json()["model"] == "ready"
 
 
-def test_a_deleted_backend_is_connected_again(project, backend):
+def test_a_deleted_backend_is_connected_again(project, ml_backend):
     client, project_id, _, _, server = project
-    first = connect_backend(client, project_id, backend[0])
+    first = connect_backend(client, project_id, ml_backend[0])
     server.api("DELETE", f"/api/ml/{first.backend_id}")
-    again = connect_backend(client, project_id, backend[0])
+    again = connect_backend(client, project_id, ml_backend[0])
     assert again.status == "connected" and again.backend_id != first.backend_id
 
 
@@ -240,9 +171,9 @@ def test_a_model_that_fails_to_load_is_reported_not_a_crash(project, tmp_path):
     empty = tmp_path / "no-model"
     empty.mkdir()
     with open(tmp_path / "log", "ab") as log:
-        proc, url = _start_backend(empty, tmp_path, log)
+        proc, url = start_backend(empty, tmp_path, log)
         try:
-            health = _wait_model(url, timeout=60)
+            health = wait_model(url, timeout=60)
             assert health["model"] == "failed" and "ModelNotFoundError" in health["error"], health
             conn = connect_backend(client, project_id, url)  # Label Studio's setup call is refused with the reason
             assert conn.status == "unreachable" and "failed to load" in conn.detail, conn
@@ -251,5 +182,5 @@ def test_a_model_that_fails_to_load_is_reported_not_a_crash(project, tmp_path):
             assert r.status_code == 503 and "failed to load" in r.json()["error"] and "MODEL_CACHE" in r.json()["error"]
             assert proc.poll() is None
         finally:
-            _stop(proc)
+            stop(proc)
 
