@@ -15,11 +15,13 @@ import httpx
 from PIL import Image
 
 from samantics_dagster.core.dataset.layout import DatasetLayout
+from samantics_dagster.core.review.near_miss import task_data
 from tests.deploy.stack import REPO, free_port
 from tests.images import photo
 
 NAMES = ["car", "person", "dog"]
 W, H = 160, 120
+NO_NEAR_MISS = task_data([], {})  # the task data the review loop sends for a frame with no near misses
 PHOTOS = {"00000000000000a1": "astronaut", "00000000000000b2": "coffee"}
 
 

@@ -23,7 +23,7 @@ from samantics_dagster.core.review.client import LabelStudioClient
 from samantics_dagster.core.review.convert import labeling_config, polygon_rle
 from samantics_dagster.core.review_backend.connect import connect_backend
 from tests.review.label_studio import ready
-from tests.review.ml_backend import NAMES, H, W, start_backend, stop, wait_model
+from tests.review.ml_backend import NAMES, NO_NEAR_MISS, H, W, start_backend, stop, wait_model
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +37,10 @@ def project(label_studio_server, ml_store, ml_backend):
     p = client.create_project(f"mlb-{uuid.uuid4().hex[:6]}", labeling_config(NAMES))
     client.add_local_storage(int(p["id"]), str(DatasetLayout(dataset).images), "image store")
     rel = {d: os.path.relpath(DatasetLayout(dataset).image(d), server.document_root) for d in images}
-    ids = client.import_tasks(int(p["id"]), [{"data": {"image": f"/data/local-files/?d={rel[d]}", "dhash": d}}
-                                             for d in images])
+    ids = client.import_tasks(int(p["id"]), [{"data": {"image": f"/data/local-files/?d={rel[d]}", "dhash": d,
+                                                       **NO_NEAR_MISS}} for d in images])
     missing = client.import_tasks(int(p["id"]), [{"data": {"image": "/data/local-files/?d=nowhere/x.jpg",
-                                                           "dhash": "ffffffffffffffff"}}])
+                                                           "dhash": "ffffffffffffffff", **NO_NEAR_MISS}}])
     wait_model(ml_backend[0])
     yield client, int(p["id"]), dict(zip(images, ids)), missing[0], server
     client.close()

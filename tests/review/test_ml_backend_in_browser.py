@@ -31,19 +31,20 @@ from samantics_dagster.core.review.convert import FROM_NAME, SMART_BOX, SMART_PO
 from samantics_dagster.core.review_backend.connect import connect_backend
 from tests.deploy.stack import ARTIFACTS, need
 from tests.review.label_studio import PASSWORD, USER, ready
-from tests.review.ml_backend import NAMES, wait_model
+from tests.review.ml_backend import NAMES, NO_NEAR_MISS, wait_model
 
 pytestmark = pytest.mark.slow
 DHASH = "00000000000000b2"  # the API tests click the other photo: each test sees its own first (uncached) click
 STEP_MS = 30_000  # any one step of the editor (a click, a backend answer); the first page load gets 90 s
 
-# the editor is usable once its store is up and the task's image is downloaded and sized (until then an overlay
-# covers the editor and its bottom bar, and clicks do nothing)
+# the editor is usable once the data manager has loaded the task (its editor is made once while the task loads and
+# made again for it when the load ends: a click before that is lost) and the task's image is downloaded and sized
 _EDITOR_READY = """(image) => {
   try {  // (the image tag's getters throw until its image entity exists)
     const store = window.Htx;
-    return Boolean(!store.isLoading && store.annotationStore.selected
-                   && store.annotationStore.selected.names.get(image).imageIsLoaded && document.querySelector(".konvajs-content"));
+    return Boolean(window.dataManager.store.loadingData === false && !store.isLoading
+                   && store.annotationStore.selected.names.get(image).imageIsLoaded
+                   && document.querySelector(".konvajs-content"));
   } catch (e) {
     return false;
   }
@@ -81,7 +82,8 @@ def review_task(label_studio_server, ml_store, ml_backend):
     project_id = int(client.create_project(f"mlb-browser-{uuid.uuid4().hex[:6]}", labeling_config(NAMES))["id"])
     client.add_local_storage(project_id, str(dataset.images), "image store")
     rel = os.path.relpath(dataset.image(DHASH), server.document_root)
-    (task_id,) = client.import_tasks(project_id, [{"data": {"image": f"/data/local-files/?d={rel}", "dhash": DHASH}}])
+    (task_id,) = client.import_tasks(project_id, [{"data": {"image": f"/data/local-files/?d={rel}", "dhash": DHASH,
+                                                                   **NO_NEAR_MISS}}])
     wait_model(ml_backend[0])
     conn = connect_backend(client, project_id, ml_backend[0])
     assert conn.status == "connected", conn
@@ -90,7 +92,8 @@ def review_task(label_studio_server, ml_store, ml_backend):
 
 
 def _pick_smart_tool(page, group: int, label: str, tool: str) -> None:
-    """Select ``label`` in the ``group``-th labels block, then the smart ``tool`` in the Auto-Detect group."""
+    """Select ``label`` in the ``group``-th labels row (the labeling config's order: polygons, smart keypoints,
+    smart boxes, near misses), then the smart ``tool`` in the toolbar's Auto-Detect group."""
     page.locator(".lsf-labels").nth(group).locator(".lsf-label", has_text=label).click()
     page.locator("button.lsf-tool_smart:not([aria-label])").hover()  # Auto-Detect: its tools show on hover
     smart = page.locator(f"button.lsf-tool_smart[aria-label={tool}]")
@@ -180,6 +183,7 @@ def test_a_click_with_the_smart_keypoint_tool_in_the_editor_gets_a_polygon_from_
         # a smart box, dragged: the same round trip with a rectangle context
         page.keyboard.press("Escape")  # nothing selected, or the label click would relabel the region
         _pick_smart_tool(page, 2, "person", "rectangle-tool")
+        assert _shown(page)["selected"][SMART_BOX] == ["person"]
         with _backend_call(page, "the box dragged with the smart rectangle tool") as ans:
             page.mouse.move(image["x"] + 0.10 * image["width"], image["y"] + 0.20 * image["height"])
             page.mouse.down()
@@ -204,7 +208,7 @@ def test_a_click_with_the_smart_keypoint_tool_in_the_editor_gets_a_polygon_from_
         assert saved.value.ok, saved.value.text()[:500]
         (annotation,) = server.api("GET", f"/api/tasks/{task_id}/annotations/").json()
         kept = sorted((r["value"]["polygonlabels"], r["value"]["points"]) for r in annotation["result"]
-                      if r["type"] == "polygonlabels")
+                      if r["type"] == "polygonlabels" and r["from_name"] == FROM_NAME)
         sent = sorted((r["value"]["polygonlabels"], r["value"]["points"]) for r in polygons + box_polygons)
         assert [labels for labels, _ in kept] == [labels for labels, _ in sent], annotation["result"]
         for (_, got), (_, want) in zip(kept, sent):
