@@ -8,6 +8,9 @@
    before candidates, a threshold change meant labelling the category again).
 3. Storage: the ``sam3_labels`` table at the floor (every candidate) against the table holding only what passes
    today's thresholds (what the labeller kept before), in bytes per image, parquet as written by the pipeline.
+4. Prompt trials: three phrasings of one class over the same reviewed frames whose candidates separate true
+   from false objects more or less well (the overlap of their score ranges, known), ranked by
+   ``core.quality.prompts`` as ``label_quality`` ranks them; how often the order is the true one, over seeds.
 
 Last line: ``quality: N reviewed frames, K classes; suggested thresholds recover the true ones within E;
 re-curate after a threshold change A s, 0 model loads``.
@@ -35,6 +38,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=800)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resamples", type=int, default=400)
+    parser.add_argument("--trial-seeds", type=int, default=5, help="reviewed sets the prompt ranking is tried on")
     args = parser.parse_args()
 
     import pandas as pd
@@ -109,6 +113,11 @@ def main() -> None:
               f"{labels.n_instances.sum() / n:.1f} candidates/image against "
               f"{pd.Series([len(json.loads(t)) for t in shown_table(labels, selection).instances]).mean():.1f} kept")
 
+        trials_right, trials_s, trial_f1 = _prompt_trials(Path(tmp), args)
+        print(f"prompt trials ({args.frames} reviewed frames, car at tau {TRUE[3]}): " + ", ".join(
+            f"{p!r} overlap {o} mean F1 {sum(trial_f1[p]) / len(trial_f1[p]):.3f}" for p, o in PHRASINGS.items())
+            + f"; ranked in the true order in {trials_right}/{args.trial_seeds} seeds; ranking {trials_s:.2f} s per set")
+
         # a threshold change: apply the suggestions, re-curate through Dagster, count model loads
         layout.queries.write_text(set_thresholds(layout.queries.read_text(), spec, suggested))
         os.environ["DATASET_DIR"] = str(root)
@@ -131,6 +140,50 @@ def main() -> None:
               f"{recurate_s:.2f} s, {loads} model loads (before candidates: relabel the category on the GPU)")
     print(f"quality: {made.frames} reviewed frames, {len(report.classes)} classes; suggested thresholds recover the "
           f"true ones within {worst:.3f}; re-curate after a threshold change {recurate_s:.2f} s, {loads} model loads")
+
+
+PHRASINGS = {"automobile": 0.02, "car": 0.05, "vehicle": 0.25}  # phrasing -> overlap of true and false scores
+
+
+def _prompt_trials(tmp: Path, args: argparse.Namespace) -> tuple[int, float, dict[str, list[float]]]:
+    """Each phrasing's candidates are a reviewed set written with the same seed (the same objects and reviews:
+    only the scores' overlap differs), moved into a ``prompt_trials`` table; ranked per seed."""
+    from samantics_dagster.core.dataset.layout import DatasetLayout
+    from samantics_dagster.core.dataset.schema import PROMPT_TRIALS, TableName
+    from samantics_dagster.core.dataset.tables import read_table
+    from samantics_dagster.core.label.taxonomy import dataset_selection
+    from samantics_dagster.core.label.trials import TrialPrompt
+    from samantics_dagster.core.quality.prompts import rank_prompts
+    from samantics_dagster.core.quality.report import QualitySettings
+    from samantics_dagster.demo.reviewed_set import write_reviewed_set
+    from samantics_dagster.demo.spec import write_demo_spec
+
+    right, seconds = 0, 0.0
+    f1: dict[str, list[float]] = {p: [] for p in PHRASINGS}
+    prompts = [TrialPrompt(3, "car", p, p == "car") for p in PHRASINGS]
+    for seed in range(args.trial_seeds):
+        rows, reviewed = [], None
+        for prompt, overlap in PHRASINGS.items():
+            root = tmp / f"trials-{seed}-{prompt}"
+            write_demo_spec(root)
+            write_reviewed_set(root, CATEGORY, {3: TRUE[3]}, args.frames, seed=100 + seed, overlap=overlap)
+            layout = DatasetLayout(root)
+            labels = read_table(layout.table(TableName.SAM3_LABELS, CATEGORY))
+            review = read_table(layout.table(TableName.REVIEWED_LABELS, CATEGORY))
+            assert labels is not None and review is not None
+            assert reviewed is None or review.equals(reviewed[0]), "the phrasings must share the reviewed objects"
+            reviewed = (review, read_table(layout.table(TableName.REVIEW_TASKS, CATEGORY)), dataset_selection(layout))
+            rows += [{**r, "category_id": 3, "prompt": prompt} for r in labels.to_dict("records")]
+        assert reviewed is not None
+        review, tasks, selection = reviewed
+        t0 = time.perf_counter()
+        ranked = rank_prompts({CATEGORY: PROMPT_TRIALS.frame(rows)}, {}, {CATEGORY: review}, {CATEGORY: tasks},
+                              prompts, selection, QualitySettings(resamples=args.resamples, seed=seed))
+        seconds += time.perf_counter() - t0
+        right += [r["prompt"] for r in ranked] == list(PHRASINGS)
+        for r in ranked:
+            f1[r["prompt"]].append(r["f1"])
+    return right, seconds / max(args.trial_seeds, 1), f1
 
 
 if __name__ == "__main__":
