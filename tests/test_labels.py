@@ -222,6 +222,21 @@ def test_metadata_carries_preview_thumbnails_with_masks(dataset_env, instance, d
     b64 = md.split("data:image/jpeg;base64,")[1].split(")")[0]
     thumb = Image.open(io.BytesIO(base64.b64decode(b64)))
     assert thumb.width == 320
+    # each preview draws what passes today's thresholds, not every candidate
+    import re
+
+    from samantics_dagster.core.dataset.layout import DatasetLayout
+    from samantics_dagster.core.label.candidates import select_records
+    from samantics_dagster.core.label.taxonomy import dataset_selection
+
+    table = pd.read_parquet(table_path(dataset_env, "sam3_labels", CATEGORY)).set_index("rel_path")
+    selection = dataset_selection(DatasetLayout(dataset_env))
+    captions = re.findall(r"\*\*(\S+) \((\d+) instances, (\d+) candidates\)\*\*", md)
+    assert len(captions) == 3
+    for rel, shown, candidates in captions:
+        records = json.loads(table.loc[rel, "instances"])
+        assert (int(shown), int(candidates)) == (len(select_records(records, selection)), len(records))
+    assert any(int(shown) < int(candidates) for _, shown, candidates in captions)
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine where torch sees no GPU")

@@ -166,6 +166,7 @@ def test_round_trip_sent_completed_pulled_curated_and_exported(review):
     pmeta = _meta(pulled, "reviewed_labels")
     reviewed = pd.read_parquet(layout.table("reviewed_labels", category))
     assert len(reviewed) == 1 and pmeta["reviewed"] == 1 and pmeta["new_or_changed"] == 1
+    assert pmeta["near_misses"] == {"shown": len(task["data"][RECORDS_KEY]), "accepted": 1}
     row = reviewed.iloc[0]
     assert row["dhash"] == task["data"]["dhash"] and row["labeler"] == "human:reviewer@example.com"
     sam = json.loads(labels.loc[row["dhash"], "instances"])

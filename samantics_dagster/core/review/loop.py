@@ -235,6 +235,7 @@ class PullResult:
     trust: dict[str, float] = field(default_factory=dict)  # person -> mean agreement with the others
     agreed: dict[int, Consensus] = field(default_factory=dict)  # task id -> its consensus
     sam: dict[int, list[dict]] = field(default_factory=dict)  # task id -> SAM3's instances of its frame
+    near_misses: dict[str, int] = field(default_factory=lambda: {"shown": 0, "accepted": 0})  # over people's annotations
 
 
 def _per_person(annotations: Sequence[dict], who: Callable[[dict], str]) -> list[tuple[str, dict]]:
@@ -278,6 +279,7 @@ def pull_reviews(client: LabelStudioClient, tasks: pd.DataFrame, labels: pd.Data
     by_dhash = {r["dhash"]: r for r in labels.to_dict("records")}
     raw = dict(zip(candidates["dhash"], candidates["instances"])) if candidates is not None else {}
     new, completed = 0, 0
+    near_count = {"shown": 0, "accepted": 0}
     annotators: dict[str, int] = {}
     users: dict[int, str] = {}
     people: dict[int, list[Annotation]] = {}
@@ -296,9 +298,14 @@ def pull_reviews(client: LabelStudioClient, tasks: pd.DataFrame, labels: pd.Data
             sam = json.loads(label["instances"])
             misses = task.get("data", {}).get(RECORDS_KEY) or []
             cands = json.loads(raw[d]) if misses and isinstance(raw.get(d), str) else None
-            anns = [Annotation(who, int(a["id"]), from_regions(a.get("result", []), sam, w, h, ids)
-                               + accepted(a.get("result", []), misses, cands, w, h), _stamp(a))
-                    for who, a in done]
+            anns = []
+            for who, raw_ann in done:
+                result = raw_ann.get("result", [])
+                kept = accepted(result, misses, cands, w, h)
+                near_count["shown"] += len(misses)
+                near_count["accepted"] += len(kept)
+                anns.append(Annotation(who, int(raw_ann["id"]), from_regions(result, sam, w, h, ids) + kept,
+                                       _stamp(raw_ann)))
             for a in anns:
                 annotators[a.annotator] = annotators.get(a.annotator, 0) + 1
             people[int(task["id"])] = anns
@@ -344,7 +351,7 @@ def pull_reviews(client: LabelStudioClient, tasks: pd.DataFrame, labels: pd.Data
         # a frame whose task is gone from Label Studio keeps its people's rows, as it keeps its reviewed row
         per_person += previous_people[~previous_people["task_id"].isin(list(people))].to_dict("records")
     return PullResult(reviewed_table(list(rows.values())), agreement_table(agreement), new, completed, annotators,
-                      REVIEW_ANNOTATIONS.frame(per_person), people, asked_again, trust, agreed_of, sam_of)
+                      REVIEW_ANNOTATIONS.frame(per_person), people, asked_again, trust, agreed_of, sam_of, near_count)
 
 
 def _send_back(client: LabelStudioClient, rows: Mapping[str, dict], people: Mapping[int, list[Annotation]],

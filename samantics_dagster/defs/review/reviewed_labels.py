@@ -97,6 +97,7 @@ def reviewed_labels(context: AssetExecutionContext, config: ReviewedLabelsConfig
         "annotators_agreement": md_table(persons, limit=100),
         "sent_back_this_pull": MetadataValue.json({str(k): v for k, v in result.asked_again.items()}),
         "sent_back": md_table(asked[["rel_path", "task_id", "n_annotators", "people_agreement", "asked_again"]]),
+        "near_misses": MetadataValue.json(result.near_misses),  # shown to people, and kept by their tick
         "outcomes": MetadataValue.json(outcome_counts(result.agreement)),
         "mean_iou_kept": round(float(matched["iou"].mean()), 4) if len(matched) else 0.0,
         "agreement_per_class": MetadataValue.json(per_class),
