@@ -33,7 +33,9 @@ STARTER_QUERIES = """\
 # Top level: a supercategory of coco-spec.json. Under it: a category name and the text SAM3 is prompted
 # with; `_all` is the text for every category of that supercategory without its own entry. A category
 # listed nowhere is prompted with its own name. `passenger` gets no query: sam3_labels derives it (a person
-# inside a car) when coco-spec.json has person, car and passenger.
+# inside a car) when coco-spec.json has person, car and passenger. An entry may be a mapping with its score
+# threshold (applied when curating) and other phrasings to try on the reviewed frames (the prompt_trials_job;
+# `samantics prompts` ranks them), e.g. `car: {query: "car", threshold: 0.45, alternatives: ["automobile"]}`.
 vehicle:
   truck: "pickup truck"
   bicycle: "bicycle"
