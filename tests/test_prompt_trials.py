@@ -139,7 +139,7 @@ def test_a_run_stopped_after_its_first_part_resumes_with_the_pairs_it_lacks(revi
     count = PairCount(monkeypatch)
     path = layout.table(TableName.PROMPT_TRIALS, CATEGORY)
 
-    def run(after_part=None):
+    def run(after_part=None, frames=frames):
         return label_trials(frames, prompts, ImageStore(layout.root),
                             lambda q: make_segmenter(loaded, q, taxonomy.spec, settings), phrasing_labeler(settings, loaded.fingerprint, loaded.precision),
                             table_path=path, image_batch=1, post_workers=0, after_part=after_part)
@@ -155,6 +155,13 @@ def test_a_run_stopped_after_its_first_part_resumes_with_the_pairs_it_lacks(revi
     assert count.pairs == 3 + (REVIEWED - 1) * 3 and result.labelled_pairs == (REVIEWED - 1) * 3
     assert result.reused_pairs == 3 and len(result.table) == REVIEWED * 3
     assert not list(layout.trial_parts(CATEGORY).glob("part-*.parquet"))
+
+    # a reviewed frame whose image is gone: its pairs fail with the file named, the others stand, no model call
+    ghost = pd.DataFrame([{"dhash": "f" * 16, "rel_path": "youtube/gym/ghost_0.jpg"}])
+    result = run(frames=pd.concat([frames[["dhash", "rel_path"]], ghost]))
+    failed = result.table[result.table.status == "failed"]
+    assert list(failed.dhash) == ["f" * 16] * 3 and failed.error.str.contains(f"images/{'f' * 16}.jpg").all()
+    assert result.labelled_pairs == 3 and result.reused_pairs == REVIEWED * 3 and count.pairs == REVIEWED * 3
 
 
 def test_label_quality_ranks_the_phrasing_the_reviews_agree_with_first(reviewed, instance, capsys):

@@ -56,7 +56,8 @@ def _load_batch(store: ImageStore, batch: list[dict]) -> list[_Loaded]:
             out.append((rec, load_image(store.path_for(rec["dhash"])), None))
         except Exception as exc:  # noqa: BLE001 - any decode failure is recorded per image
             out.append((rec, None, f"cannot read images/{rec['dhash']}.jpg ({exc}); re-run deduped_images to "
-                                   "restore it, then sam3_labels with retry_failed"))
+                                   "restore it, then the asset labelling it (sam3_labels, prompt_trials) with "
+                                   "retry_failed"))
     return out
 
 
