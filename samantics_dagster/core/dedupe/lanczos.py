@@ -60,10 +60,16 @@ def taps(in_size: int, out_size: int) -> np.ndarray:
     return out
 
 
-def _pass(pixels: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """One pass along the last axis: Pillow's rounding (half a unit added, then floor) and clamp."""
-    sums = pixels @ weights.T + float(1 << (_PRECISION_BITS - 1))
-    return np.clip(np.floor(sums * (1.0 / (1 << _PRECISION_BITS))), 0, 255)
+_HALF = float(1 << (_PRECISION_BITS - 1))
+_UNIT = 1.0 / (1 << _PRECISION_BITS)
+
+
+def _rounded(sums: np.ndarray) -> np.ndarray:
+    """Pillow's rounding of a pass's sums (half a unit added, then floor) and its clamp to 0-255, in place."""
+    sums += _HALF
+    sums *= _UNIT
+    np.floor(sums, out=sums)
+    return np.clip(sums, 0, 255, out=sums)
 
 
 class _Resizer:
@@ -71,18 +77,18 @@ class _Resizer:
 
     def __init__(self, in_wh: tuple[int, int], out_wh: tuple[int, int], vertical_first: bool = False) -> None:
         (iw, ih), (ow, oh) = in_wh, out_wh
-        self.horizontal = taps(iw, ow) if iw != ow else None
-        self.vertical = taps(ih, oh) if ih != oh else None
+        self.horizontal = np.ascontiguousarray(taps(iw, ow).T) if iw != ow else None  # (in, out): pixels @ it
+        self.vertical = taps(ih, oh) if ih != oh else None                             # (out, in): it @ pixels
         self.vertical_first = vertical_first
 
     def __call__(self, grey: np.ndarray) -> np.ndarray:
         out = grey.astype(np.float64)
         if self.vertical_first and self.vertical is not None:
-            out = _pass(out.T, self.vertical).T
+            out = _rounded(self.vertical @ out)
         if self.horizontal is not None:
-            out = _pass(out, self.horizontal)
+            out = _rounded(out @ self.horizontal)
         if not self.vertical_first and self.vertical is not None:
-            out = _pass(out.T, self.vertical).T
+            out = _rounded(self.vertical @ out)
         return out.astype(np.uint8)
 
 
