@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from samantics_dagster.core.label.detect import detect, encode_prompts
 from samantics_dagster.core.label.masks import decode_rle
-from samantics_dagster.core.label.model import LoadedSam3, detect, encode_prompts
+from samantics_dagster.core.label.model import LoadedSam3
 from samantics_dagster.core.label.pipeline import load_image
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from samantics_dagster.core.label.model import LoadedSam3, PendingDetections, detect
+from samantics_dagster.core.label.detect import PendingDetections, detect
+from samantics_dagster.core.label.model import LoadedSam3
 from samantics_dagster.core.label.rle_torch import mask_runs
 
 

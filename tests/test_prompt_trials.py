@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from dagster import materialize
 
+import samantics_dagster.core.label.detect as detect_module
 import samantics_dagster.core.label.model as model
 from samantics_dagster.cli.main import main
 from samantics_dagster.core.dataset.layout import DatasetLayout
@@ -39,13 +40,13 @@ class PairCount:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.pairs = 0
-        original = model.detect
+        original = detect_module.detect
 
         def counted(m, images, text, text_mask, **kwargs):
             self.pairs += len(images) * int(text_mask.shape[0])
             return original(m, images, text, text_mask, **kwargs)
 
-        monkeypatch.setattr(model, "detect", counted)
+        monkeypatch.setattr(detect_module, "detect", counted)
 
 
 def _reviewed_rows(frames: pd.DataFrame, instances: dict[str, list[dict]] | None = None) -> pd.DataFrame:

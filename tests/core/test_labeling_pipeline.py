@@ -23,6 +23,7 @@ from samantics_dagster.core.dataset.spec import CategorySpec, Spec
 from samantics_dagster.core.dataset.store import ImageStore
 from samantics_dagster.core.dataset.tables import write_table
 from samantics_dagster.core.label.candidates import PASSENGER, Selection, select
+from samantics_dagster.core.label.detect import _thresholds, encode_prompts
 from samantics_dagster.core.label.masks import (
     Instance,
     apply_relation_rules,
@@ -30,7 +31,7 @@ from samantics_dagster.core.label.masks import (
     cap_detections,
     cross_prompt_nms,
 )
-from samantics_dagster.core.label.model import _thresholds, encode_prompts, load_sam3
+from samantics_dagster.core.label.model import load_sam3
 from samantics_dagster.core.label.pipeline import (
     IMPORTED_PREFIX,
     LabelSettings,

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from samantics_dagster.core.label.detect import encode_prompts
 from samantics_dagster.core.label.model import (
     IncompleteWeightsError,
     LoadedSam3,
     ModelNotFoundError,
-    encode_prompts,
     load_sam3,
     load_sam3_tracker,
     model_fingerprint,
@@ -223,7 +223,8 @@ _CACHE_PROBE = """
 import sys, torch
 torch.set_num_threads(1)
 from torch._dynamo.utils import counters
-from samantics_dagster.core.label.model import load_sam3, encode_prompts, detect
+from samantics_dagster.core.label.detect import detect, encode_prompts
+from samantics_dagster.core.label.model import load_sam3
 from tests.images import photo
 m = load_sam3(sys.argv[1], compile=True, compile_cache=sys.argv[2])
 detect(m, [photo("astronaut", (64, 48))], *encode_prompts(m, ["car", "person"]), score_threshold=0.59,
@@ -307,7 +308,7 @@ def test_cuda_production_path_device_rle_equals_pycocotools_and_the_cpu(model_di
     device's masks, and the same detections as the CPU."""
     from pycocotools import mask as mask_utils
 
-    from samantics_dagster.core.label.model import detect
+    from samantics_dagster.core.label.detect import detect
 
     cpu, gpu = load_sam3(model_dir, device="cpu"), load_sam3(model_dir, device="cuda", dtype="fp32")
     text = encode_prompts(gpu, PROMPTS)

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from samantics_dagster.core.label import upsample
+from samantics_dagster.core.label.detect import detect, encode_prompts
 from samantics_dagster.core.label.masks import encode_masks
-from samantics_dagster.core.label.model import detect, encode_prompts, load_sam3
+from samantics_dagster.core.label.model import load_sam3
 from samantics_dagster.core.label.rle_torch import BYTES_PER_PIXEL
 from samantics_dagster.demo.tiny_sam3 import save_tiny_sam3
 from tests.images import photo

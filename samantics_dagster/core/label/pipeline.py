@@ -54,7 +54,8 @@ from samantics_dagster.core.label.resume import (
 from samantics_dagster.core.label.stages import BatchStages, Finish, ProgressFn, Segmenter, load_image
 
 if TYPE_CHECKING:
-    from samantics_dagster.core.label.model import LoadedSam3, MaskGroup
+    from samantics_dagster.core.label.detect import MaskGroup
+    from samantics_dagster.core.label.model import LoadedSam3
 
 __all__ = [
     "DONE", "FAILED", "IMPORTED_PREFIX", "LABELS_JSONL_COLUMNS", "LABEL_COLUMNS", "PASSENGER", "Finish",
@@ -126,7 +127,7 @@ class LabelResult:
 def make_segmenter(loaded: LoadedSam3, queries: QuerySet, spec: Spec, settings: LabelSettings) -> Segmenter:
     """Wrap the SAM3 fast path: text once; then per image batch, the model on the device now and a
     ``Finish`` that waits for the masks to reach the host and post-processes them."""
-    from samantics_dagster.core.label.model import detect, encode_prompts
+    from samantics_dagster.core.label.detect import detect, encode_prompts
 
     texts = [q.text for q in queries.queries]
     text, text_mask = encode_prompts(loaded, texts)
@@ -154,7 +155,7 @@ def _group_instances(group: MaskGroup, cat_ids: np.ndarray) -> list[Instance]:
     if group.runs is not None:
         return instances_from_rles(group.runs.rles(), group.runs.area, group.boxes_xyxy, group.scores, cats)
     if group.masks is None:  # detect() keeps one or the other; neither would be a bug there, not bad input
-        raise ValueError("MaskGroup has neither device run lengths nor host masks (see core.label.model.detect)")
+        raise ValueError("MaskGroup has neither device run lengths nor host masks (see core.label.detect.detect)")
     return build_instances(group.masks, group.boxes_xyxy, group.scores, cats)
 
 
