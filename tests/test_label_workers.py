@@ -109,8 +109,14 @@ def test_two_actors_write_the_in_process_table(cluster, images, model_dir, refer
     assert result.slowest_actor in result.actors and lines[-1] == f"{N_IMAGES}/{N_IMAGES}"
     assert not list(parts_dir(table).glob("part-*"))
 
-    again = _label(images, root, table, model_dir, actors=2)  # nothing left: one replica to read the labeler
-    assert again.labelled == 0 and again.reused == N_IMAGES and table.read_bytes() == reference
+    again = _label(images, root, table, model_dir, actors=2)  # nothing left: both replicas start, none gets a share
+    assert again.labelled == 0 and again.reused == N_IMAGES and table.read_bytes() == reference and not again.actors
+    import ray
+
+    deadline = time.time() + 60  # both let go: the one that read the labeler and the spare (killed asynchronously)
+    while ray.available_resources().get("CPU", 0) < 2:
+        assert time.time() < deadline, f"a replica without a share still holds its CPU: {ray.available_resources()}"
+        time.sleep(0.1)
 
 
 def _actor_pids() -> list[int]:

@@ -190,9 +190,10 @@ def label_partition_ray(
 ) -> RayLabelResult:
     """Label one category's accepted rows on Ray actors (``ray.init`` already done by the caller).
 
-    One actor is started first: its replica's labeler fingerprint decides what is already done. Then as many
-    more as the cluster has free GPUs (CPUs on a stand-in), up to ``max_actors`` and to the number of shares;
-    shares of ``share_batches`` batches go to whichever actor is idle. A replica that cannot start within
+    As many actors start at once as the cluster has free GPUs (CPUs on a stand-in), up to ``max_actors`` and to
+    the number of shares the category could need; the first one's labeler fingerprint decides what is already
+    done, and the actors left without a share are let go. Shares of ``share_batches`` batches go to whichever
+    actor is idle. A replica that cannot start within
     ``start_timeout_s`` (its GPU taken meanwhile by another run's actor) is given up, the others go on. The table
     is merged and written here, before the parts are removed (``resume.merge_parts``).
     """
@@ -207,7 +208,12 @@ def label_partition_ray(
         max_task_retries=max_restarts)
     free = free_workers(replica.gpu, replica.cpus)
     args = (replica, spec, queries, settings, str(dataset_dir))
-    actors: list[Any] = [remote.remote("actor-0", *args)]
+    share = settings.image_batch * share_batches
+    # Every replica the work could use starts loading now, beside the first (whose labeler decides what is done):
+    # on a GPU host the loads overlap instead of the others waiting for the first's. Ones the plan leaves without
+    # a share are let go once it is known.
+    could_use = -(-accepted["dhash"].nunique() // share)
+    actors: list[Any] = [remote.remote(f"actor-{i}", *args) for i in range(max(1, min(max_actors, free, could_use)))]
     try:
         ready, _ = ray.wait([first_ref := actors[0].describe.remote()], timeout=start_timeout_s)
         if not ready:
@@ -223,11 +229,11 @@ def label_partition_ray(
         keep, todo, why = plan(wanted, known, labeler, retry_failed, relabel_imported, relabel)
         if why:
             log(why)
-        share = settings.image_batch * share_batches
         shares = [todo[i:i + share] for i in range(0, len(todo), share)]
-        n = max(1, min(max_actors, free, len(shares)))
-        actors += [remote.remote(f"actor-{i}", *args) for i in range(1, n)]
-        actors = [actors[0], *_started(actors[1:], start_timeout_s, log)]  # the start-up cost, apart
+        n = max(1, min(len(actors), len(shares)))
+        for spare in actors[n:]:
+            ray.kill(spare)
+        actors = [actors[0], *_started(actors[1:n], start_timeout_s, log)]  # the start-up cost, apart
         n = len(actors)
         start_seconds = time.perf_counter() - start
         log(f"labelling {len(todo)} images ({len(keep)} already done) in {len(shares)} shares on {n} Ray actors "
