@@ -85,9 +85,9 @@ K8S_RAY_DRIVER_CONFIG = {"container_config": {"resources": {"requests": {"cpu": 
                                                             "limits": {"memory": "8Gi"}}}}
 
 
-class LabelConfig(Config):
-    """What the model keeps (the candidates) and how fast; the class thresholds, NMS and relation rules are in
-    sam-queries.yaml and applied when curating, so changing them relabels nothing."""
+class CandidateConfig(Config):
+    """What the model keeps (the candidates) and how fast: the knobs of ``LabelSettings``, shared by every asset that
+    labels with SAM3 (``sam3_labels``, ``prompt_trials``) so their candidates compare."""
 
     candidate_floor: float = Field(DEFAULT_FLOOR, ge=0.0, le=1.0, description=(
         "Keep every instance whose score (sigmoid(logit) x sigmoid(presence)) exceeds this, with its mask: keep it "
@@ -99,6 +99,19 @@ class LabelConfig(Config):
         "Device memory for upsampling kept masks to full size, per chunk (masks are upsampled and run-length "
         "encoded a chunk at a time; same output for any value). Empty: 2048 on CUDA, 32 on the CPU. Lower it "
         "if huge frames (100 MP, 150 instances) run out of GPU memory."))
+    post_workers: int = Field(1, ge=0, description="Threads turning masks into RLE while the next batch is on the GPU (0: serial).")
+
+    def settings(self) -> LabelSettings:
+        return LabelSettings(
+            candidate_floor=self.candidate_floor, max_candidates=self.max_candidates, image_batch=self.image_batch,
+            pair_chunk=self.pair_chunk, upsample_budget_mb=self.upsample_budget_mb,
+        )
+
+
+class LabelConfig(CandidateConfig):
+    """What the model keeps (the candidates) and how fast; the class thresholds, NMS and relation rules are in
+    sam-queries.yaml and applied when curating, so changing them relabels nothing."""
+
     retry_failed: bool = Field(False, description=(
         "Label again every image whose last attempt failed. Without it, a run (Dagster's retry included) tries "
         "again only the images that failed on a device error (CUDA out of memory, a CUDA runtime error); an "
@@ -108,7 +121,6 @@ class LabelConfig(Config):
         "changed: label again only the images whose model, queries or thresholds changed. other_precision: also "
         "those labelled at another precision (dtype, torch or transformers major.minor) than this run's, so a "
         "category reported as mixed precision (metadata `precisions`, `samantics status`) becomes one."))
-    post_workers: int = Field(1, ge=0, description="Threads turning masks into RLE while the next batch is on the GPU (0: serial).")
     ray_max_actors: int = Field(8, ge=1, description=(
         "On Ray (SAMANTICS_RAY_ADDRESS): at most this many SAM3 replicas, one per free GPU of the cluster."))
     ray_share_batches: int = Field(4, ge=1, description=(
@@ -119,12 +131,6 @@ class LabelConfig(Config):
         "Blocking check: above this share of failed images among the category's accepted images (failed in this "
         "run or kept failed from an earlier one), the run fails its `labels_failure_share` check and nothing "
         "downstream (curation, export) runs."))
-
-    def settings(self) -> LabelSettings:
-        return LabelSettings(
-            candidate_floor=self.candidate_floor, max_candidates=self.max_candidates, image_batch=self.image_batch,
-            pair_chunk=self.pair_chunk, upsample_budget_mb=self.upsample_budget_mb,
-        )
 
 
 @asset(

@@ -3,17 +3,16 @@
 ranks the phrasings and ``samantics prompts`` shows the ranking."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from samantics_dagster.core.dataset.schema import LabelStatus, ReviewStatus, TableName
-from samantics_dagster.core.label.candidates import DEFAULT_FLOOR
-from samantics_dagster.core.label.pipeline import LabelSettings, make_segmenter
+from samantics_dagster.core.label.pipeline import make_segmenter
 from samantics_dagster.core.label.queries import load_alternatives
 from samantics_dagster.core.label.taxonomy import RULES, derived_classes, load_taxonomy
 from samantics_dagster.core.label.trials import label_trials, phrasing_labeler, trial_prompts
 from samantics_dagster.core.progress import ProgressLog
-from samantics_dagster.defs.label.sam3_labels import K8S_GPU_CONFIG
+from samantics_dagster.defs.label.sam3_labels import K8S_GPU_CONFIG, CandidateConfig
 from samantics_dagster.defs.metadata import column_schema, md_table, table_metadata
 from samantics_dagster.defs.partitions import category_partitions
 from samantics_dagster.defs.resources.dataset import DatasetResource
@@ -21,23 +20,11 @@ from samantics_dagster.defs.resources.gpu_lease import held_lease
 from samantics_dagster.defs.resources.sam3 import Sam3Resource
 
 
-class TrialsConfig(Config):
-    """What the model keeps for each phrasing (as ``sam3_labels`` keeps it, so the two compare) and how fast."""
+class TrialsConfig(CandidateConfig):
+    """What the model keeps for each phrasing and how fast: ``sam3_labels``' knobs, so the two compare (leave the
+    floor at sam3_labels': the ranking's curves start there)."""
 
-    candidate_floor: float = Field(DEFAULT_FLOOR, ge=0.0, le=1.0, description=(
-        "Keep every instance scoring above this: use sam3_labels' floor, since the ranking's curves start there."))
-    max_candidates: int = Field(100, ge=1, description="Per (image, phrasing), highest scores first.")
-    image_batch: int = Field(4, ge=1, description="Images through the vision encoder at once.")
-    pair_chunk: int = Field(32, ge=1, description="(image, phrasing) pairs through the heads at once.")
-    upsample_budget_mb: float | None = Field(None, gt=0, description=(
-        "Device memory for upsampling masks, per chunk (same output for any value). Empty: 2048 on CUDA, 32 on the CPU."))
     retry_failed: bool = Field(False, description="Label again the pairs whose last attempt failed on the image itself.")
-    post_workers: int = Field(1, ge=0, description="Threads turning masks into RLE while the next batch is on the GPU (0: serial).")
-
-    def settings(self) -> LabelSettings:
-        return LabelSettings(candidate_floor=self.candidate_floor, max_candidates=self.max_candidates,
-                             image_batch=self.image_batch, pair_chunk=self.pair_chunk,
-                             upsample_budget_mb=self.upsample_budget_mb)
 
 
 @asset(
