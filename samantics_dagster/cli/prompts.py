@@ -9,22 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-from samantics_dagster.cli.errors import CliError, dataset_dir_of
-from samantics_dagster.core.dataset.layout import DatasetLayout
-
-
-def _interval(value: list[float] | None) -> str:
-    return f"[{value[0]:.2f}, {value[1]:.2f}]" if value else "-"
+from samantics_dagster.cli.thresholds import interval_text, read_quality_report
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:
-    from samantics_dagster.core.quality.report import read_suggestions
-
-    layout = DatasetLayout(dataset_dir_of(args))
-    try:
-        report = read_suggestions(layout.label_quality)
-    except FileNotFoundError as exc:
-        raise CliError(str(exc)) from None
+    layout, report = read_quality_report(args)
     rows: list[dict] = report.get("prompts") or []
     if not rows:
         print("no prompt trials ranked: list `alternatives:` for a class in sam-queries.yaml, run the "
@@ -43,7 +32,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         if r["f1"] is None:
             print(f"{r['class']:<14} {'-':>4}  {name:<28} no {source} frames tried")
             continue
-        print(f"{r['class']:<14} {r['rank']:>4}  {name:<28} {r['f1']:>5.2f} {_interval(r['f1_interval']):<13} "
+        print(f"{r['class']:<14} {r['rank']:>4}  {name:<28} {r['f1']:>5.2f} {interval_text(r['f1_interval']):<13} "
               f"{r['best_threshold']:>5.2f} {r['precision']:>5.2f} {r['recall']:>5.2f} {r['frames']:>6} {r['reviewed']:>8}")
         if r["rank"] == 1:
             best[r["class"]] = r

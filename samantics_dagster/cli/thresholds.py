@@ -16,6 +16,23 @@ from samantics_dagster.cli.errors import CliError, dataset_dir_of
 from samantics_dagster.core.dataset.layout import DatasetLayout
 
 
+def read_quality_report(args: argparse.Namespace) -> tuple[DatasetLayout, dict]:
+    """The dataset's layout and the ``label_quality`` report (``samantics thresholds`` and ``samantics prompts``
+    read it); a dataset without one is a clear CLI error."""
+    from samantics_dagster.core.quality.report import read_suggestions
+
+    layout = DatasetLayout(dataset_dir_of(args))
+    try:
+        return layout, read_suggestions(layout.label_quality)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+
+
+def interval_text(value: list[float] | None) -> str:
+    """A 95% interval as ``[lo, hi]`` (``-`` where there is none)."""
+    return f"[{value[0]:.2f}, {value[1]:.2f}]" if value else "-"
+
+
 def _fmt(at: dict | None) -> str:
     if not at:
         return "-"
@@ -27,13 +44,8 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     from samantics_dagster.core.dataset.spec import SpecError, load_spec
     from samantics_dagster.core.label.queries import set_thresholds
     from samantics_dagster.core.label.taxonomy import dataset_selection
-    from samantics_dagster.core.quality.report import read_suggestions
 
-    layout = DatasetLayout(dataset_dir_of(args))
-    try:
-        report = read_suggestions(layout.label_quality)
-    except FileNotFoundError as exc:
-        raise CliError(str(exc)) from None
+    layout, report = read_quality_report(args)
     classes: dict[str, dict] = report.get("classes", {})
     frames = report.get("frames", {})
     print(f"label_quality: {frames.get('all', 0)} reviewed frames ({frames.get('audit', 0)} audit, "
@@ -46,7 +58,7 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
         ci = c.get("intervals", {}).get("threshold")
         suggested = c.get("suggested")
         print(f"{name:<16} {c['current']:>7.2f} {('-' if suggested is None else f'{suggested:.2f}'):>7}  "
-              f"{(f'[{ci[0]:.2f}, {ci[1]:.2f}]' if ci else '-'):<16} {c.get('reviewed', 0):>8}  "
+              f"{interval_text(ci):<16} {c.get('reviewed', 0):>8}  "
               f"{_fmt(c.get('at_current'))} -> {_fmt(c.get('at_suggested'))}"
               + (f"  ({c['why_none']})" if c.get("why_none") else ""))
         if suggested is not None and abs(float(suggested) - float(c["current"])) > 1e-9:
